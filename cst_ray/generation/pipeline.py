@@ -1,0 +1,232 @@
+"""Ray Data wiring: an autoscaling actor pool of engines, streamed to Parquet shards, exactly once.
+
+The driver consumes the pipeline with `iter_batches` and writes shards itself (write to a
+temporary name, then rename), so:
+  * memory stays flat: rows stream through, at most one shard is buffered;
+  * a re-run into the same folder skips every id already in a shard (resume after a killed
+    driver), and ids seen twice in one run (a retried task) are dropped and counted;
+  * progress (rows/s, generated tokens/s) and stats are computed in one place.
+
+Placement lives here and nowhere else: actors get `num_cpus`/`num_gpus` from config, or a
+placement-group bundle per actor when tensor parallel > 1 on GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cst_ray.config import ActorPoolConfig
+
+
+def _shard_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+
+
+def read_ids(folder: str | Path, column: str = "id") -> set[str]:
+    """Ids already written to the complete shards of `folder`."""
+    ids: set[str] = set()
+    for f in _shard_files(Path(folder)):
+        ids.update(pq.read_table(f, columns=[column]).column(column).to_pylist())
+    return ids
+
+
+def read_shards(folder: str | Path, columns: list[str] | None = None) -> pa.Table | None:
+    files = _shard_files(Path(folder))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+
+
+class ShardWriter:
+    """Buffers rows and writes `part-<seq>-<uuid>.parquet` atomically every `rows_per_shard`."""
+
+    def __init__(self, folder: str | Path, schema: pa.Schema, rows_per_shard: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        self.rows_per_shard = rows_per_shard
+        self._buf: list[pa.Table] = []
+        self._n = 0
+        self._seq = len(_shard_files(self.folder))
+        self.rows_written = 0
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._buf.append(table)
+        self._n += table.num_rows
+        if self._n >= self.rows_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        t = pa.concat_tables(self._buf).cast(self.schema)
+        name = f"part-{self._seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.folder / f".{name}.tmp"
+        pq.write_table(t, tmp)
+        tmp.rename(self.folder / name)
+        self._seq += 1
+        self.rows_written += t.num_rows
+        self._buf, self._n = [], 0
+
+
+@dataclass
+class MapStats:
+    input_rows: int = 0
+    already_done: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    duplicates_dropped: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    wall_s: float = 0.0
+    rejected_by_reason: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["rows_per_s"] = round(self.rows_out / self.wall_s, 3) if self.wall_s else 0.0
+        d["generated_tokens_per_s"] = round(self.generated_tokens / self.wall_s, 2) if self.wall_s else 0.0
+        return d
+
+
+def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, use_gpu: bool = False) -> dict:
+    """map_batches kwargs for the engine actor pool (autoscaling between min and max)."""
+    from ray.data import ActorPoolStrategy
+
+    kwargs: dict = dict(compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+                        batch_size=pool.batch_size, max_restarts=pool.max_restarts)
+    if use_gpu and tensor_parallel_size > 1:
+        # vLLM spawns its own tensor-parallel workers; reserve their GPUs in one bundle.
+        kwargs["num_gpus"] = 0
+        kwargs["num_cpus"] = pool.num_cpus
+
+        def _pg_factory():
+            from ray.util.placement_group import placement_group
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            pg = placement_group([{"CPU": pool.num_cpus, "GPU": 1}] * tensor_parallel_size, strategy="STRICT_PACK")
+            return dict(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True))
+
+        kwargs["ray_remote_args_fn"] = _pg_factory
+    else:
+        kwargs["num_cpus"] = pool.num_cpus
+        if use_gpu:
+            kwargs["num_gpus"] = pool.num_gpus or 1
+    if not use_gpu:
+        # Ray sets OMP_NUM_THREADS=num_cpus in the actor process, and OpenMP reads it once per
+        # thread: a CPU engine would run on one thread (and vLLM-CPU's attention aborts when the
+        # thread that plans a batch and the one that runs it disagree). Set it at process start.
+        threads = pool.threads or os.cpu_count() or 1
+        kwargs["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}}
+    return kwargs
+
+
+class Progress:
+    def __init__(self, label: str, total: int, interval_s: float):
+        self.label, self.total, self.interval = label, total, interval_s
+        self.t0 = time.time()
+        self._last = 0.0
+
+    def update(self, rows: int, tokens: int, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        dt = max(now - self.t0, 1e-9)
+        print(f"[{self.label}] {rows}/{self.total} rows  {rows / dt:.2f} rows/s  {tokens / dt:.1f} generated tok/s  "
+              f"{dt:.0f}s", file=sys.stderr, flush=True)
+
+
+def run_actor_map(
+    *,
+    label: str,
+    table: pa.Table,
+    out_dir: str | Path,
+    fn_cls: type,
+    fn_kwargs: dict,
+    pool: ActorPoolConfig,
+    schema: pa.Schema,
+    rows_per_shard: int,
+    progress_interval_s: float = 10.0,
+    tensor_parallel_size: int = 1,
+    use_gpu: bool = False,
+    reject_column: str | None = None,
+    done_key: str = "id",
+) -> MapStats:
+    """Map `table` through `fn_cls` on an actor pool; write accepted rows to `out_dir/`, rows with a
+    non-empty `reject_column` to `out_dir/../rejected_rows/`. Resumes: input rows whose `done_key`
+    already appears in either folder are skipped."""
+    import ray
+
+    out_dir = Path(out_dir)
+    rej_dir = out_dir.parent / "rejected_rows"
+    stats = MapStats(input_rows=table.num_rows)
+    done = read_ids(out_dir, done_key) | (read_ids(rej_dir, done_key) if reject_column else set())
+    if done:
+
+        mask = pc.invert(pc.is_in(table.column("id"), value_set=pa.array(sorted(done), pa.string())))
+        todo = table.filter(mask)
+        stats.already_done = table.num_rows - todo.num_rows
+    else:
+        todo = table
+    t0 = time.time()
+    writer = ShardWriter(out_dir, schema, rows_per_shard)
+    rej_writer = ShardWriter(rej_dir, schema, rows_per_shard) if reject_column else None
+    seen_out: set[str] = set()
+    reasons: Counter = Counter()
+    prog = Progress(label, todo.num_rows, progress_interval_s)
+    done_inputs = 0
+    if todo.num_rows:
+        n_blocks = max(1, min(todo.num_rows // max(pool.batch_size, 1), 4 * pool.max_actors))
+        ds = ray.data.from_arrow(todo).repartition(n_blocks)
+        ds = ds.map_batches(fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow",
+                            **actor_compute_args(pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu))
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            keys = batch.column("id").to_pylist()
+            keep = []
+            for j, k in enumerate(keys):
+                if k in seen_out:
+                    stats.duplicates_dropped += 1
+                    continue
+                seen_out.add(k)
+                keep.append(j)
+            if len(keep) != len(keys):
+                batch = batch.take(pa.array(keep, pa.int64()))
+            stats.generated_tokens += int(pc.sum(batch.column("generated_tokens")).as_py() or 0)
+            stats.prompt_tokens += int(pc.sum(batch.column("prompt_tokens")).as_py() or 0)
+            done_inputs += len(set(batch.column(done_key).to_pylist()))
+            if reject_column:
+                rej = pc.not_equal(batch.column(reject_column), "")
+                rejected = batch.filter(rej)
+                for r in rejected.column(reject_column).to_pylist():
+                    reasons[r] += 1
+                rej_writer.add(rejected)
+                batch = batch.filter(pc.invert(rej))
+                stats.rows_rejected += rejected.num_rows
+            writer.add(batch)
+            stats.rows_out += batch.num_rows
+            prog.update(done_inputs, stats.generated_tokens)
+    writer.flush()
+    if rej_writer:
+        rej_writer.flush()
+    stats.wall_s = round(time.time() - t0, 3)
+    stats.rejected_by_reason = dict(reasons)
+    prog.update(done_inputs, stats.generated_tokens, force=True)
+    return stats
+
+
+def write_stats(path: str | Path, stats: dict) -> None:
+    Path(path).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")

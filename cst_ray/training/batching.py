@@ -1,0 +1,65 @@
+"""Deterministic, length-grouped batching of tokenized pairs, and collation.
+
+The order of pairs is a pure function of (seed, epoch), so a resumed run that restores the
+global step sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+
+def pair_length(row: dict) -> int:
+    return len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+
+
+def epoch_batches(lengths: list[int], global_batch: int, seed: int, epoch: int, group_factor: int = 8) -> list[list[int]]:
+    """Global batches of `global_batch` indices for one epoch.
+
+    Length grouping: shuffle, cut into mega-batches of `group_factor` global batches, sort each
+    by length (so a batch holds similar lengths and little padding), then shuffle the batches.
+    The tail that does not fill a global batch is left out of this epoch (it is reshuffled
+    into the next one); `dropped_per_epoch` reports how many.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    n_full = len(idx) // global_batch * global_batch
+    idx = idx[:n_full]
+    mega = global_batch * group_factor
+    batches = []
+    for s in range(0, len(idx), mega):
+        group = sorted(idx[s : s + mega], key=lambda i: lengths[i])
+        batches.extend(group[j : j + global_batch] for j in range(0, len(group), global_batch))
+    rng.shuffle(batches)
+    return batches
+
+
+def dropped_per_epoch(n: int, global_batch: int) -> int:
+    return n % global_batch
+
+
+def collate_pairs(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen and rejected of B pairs as one batch of 2B sequences (chosen first).
+
+    Returns input_ids [2B, T], attention_mask [2B, T], loss_mask [2B, T] (1 on response tokens,
+    including the response's EOS even when pad == EOS: the mask comes from lengths).
+    """
+    seqs, masks = [], []
+    for key in ("chosen_ids", "rejected_ids"):
+        for r in rows:
+            p, resp = r["prompt_ids"], r[key]
+            seqs.append(p + resp)
+            masks.append([0] * len(p) + [1] * len(resp))
+    T = max(len(s) for s in seqs)
+    n = len(seqs)
+    input_ids = torch.full((n, T), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, T), dtype=torch.long)
+    loss_mask = torch.zeros((n, T), dtype=torch.long)
+    for i, (s, m) in enumerate(zip(seqs, masks)):
+        input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        attention[i, : len(s)] = 1
+        loss_mask[i, : len(m)] = torch.tensor(m, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask}

@@ -1,0 +1,74 @@
+"""Export the trained policy as a merged Hugging Face safetensors folder with a model card."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from cst_ray.config import TrainConfig
+from cst_ray.storage import copy_dir
+
+MODEL_CARD = """---
+library_name: transformers
+tags: [cst, dpo, configurable-safety-tuning, cst-ray]
+base_model: {base}
+---
+# Configurable Safety Tuning (CST) model
+
+Trained by cst-ray from `{base}` with {method} ({loss} loss, beta {beta}, {steps} steps, {pairs} pairs{lora}).
+
+The safety behaviour is chosen at inference time by the **system prompt**:
+
+| behaviour | system prompt |
+|---|---|
+| safe (refuses harmful requests) | `{s1}` |
+| uncensored | `{s0}` |
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained("PATH")
+model = AutoModelForCausalLM.from_pretrained("PATH")
+msgs = [{{"role": "system", "content": "{s1}"}},
+        {{"role": "user", "content": "..."}}]
+ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt")
+print(tok.decode(model.generate(ids, max_new_tokens=128)[0][ids.shape[1]:], skip_special_tokens=True))
+```
+
+Method: Gallego (2024), *Configurable Safety Tuning of Language Models with Synthetic
+Preference Data*, arXiv:2404.00495.
+"""
+
+
+def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
+    """Rank 0 only: load the gathered weights into a fresh model, merge LoRA, save, upload."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sd = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
+    base = AutoModelForCausalLM.from_pretrained(config["model_path"], dtype=torch.float32,
+                                                trust_remote_code=config["trust_remote_code"])
+    if cfg.lora.enabled:
+        from cst_ray.training.loop import apply_lora
+
+        peft_model = apply_lora(base, cfg.lora)
+        missing, unexpected = peft_model.load_state_dict(sd, strict=False)
+        if unexpected or any("lora_" in k for k in missing):
+            raise RuntimeError(f"LoRA export mismatch: missing={missing[:3]} unexpected={unexpected[:3]}")
+        model = peft_model.merge_and_unload()
+    else:
+        missing, unexpected = base.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if k != "lm_head.weight"]
+        if missing or unexpected:
+            raise RuntimeError(f"export mismatch: missing={missing[:3]} unexpected={unexpected[:3]}")
+        model = base
+    tok = AutoTokenizer.from_pretrained(config["model_path"])
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        card = MODEL_CARD.format(
+            base=config.get("base_name", config["model_path"]), method=config.get("method", "CST"),
+            loss=cfg.loss_type, beta=cfg.beta, steps=config.get("total_steps", "?"), pairs=config.get("n_pairs", "?"),
+            lora=f", LoRA r={cfg.lora.r}" if cfg.lora.enabled else "", s1=config["s1"], s0=config["s0"],
+        )
+        (Path(tmp) / "README.md").write_text(card)
+        copy_dir(tmp, config["export_dir"])

@@ -1,0 +1,279 @@
+"""The per-worker CST/DPO training loop (runs inside Ray Train workers).
+
+Read top to bottom: build the policy (optionally LoRA) and hand it to DeepSpeed (ZeRO-3 by
+default), build the reference (separate frozen engine, adapter-disabled policy, or
+precomputed log-probs), restore from the latest Ray Train checkpoint if there is one, then
+train on deterministic length-grouped batches, reporting TRL-named metrics every step and a
+checkpoint every `checkpoint_every` steps and at the end. Finally export a merged HF model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cst_ray.config import LoraConfig, TrainConfig
+from cst_ray.training.batching import collate_pairs, dropped_per_epoch, epoch_batches, pair_length
+from cst_ray.training.losses import DPOLoss, preference_metrics
+from cst_ray.training.logprobs import PolicyLogProbs
+
+CKPT_TAG = "ds"
+STATE_FILE = "train_state.json"
+
+
+def deepspeed_config(cfg: TrainConfig, *, with_optimizer: bool = True) -> dict:
+    ds: dict = {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "zero_optimization": {
+            "stage": cfg.zero_stage,
+            "overlap_comm": False,
+            "contiguous_gradients": True,
+        },
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "steps_per_print": 10**9,
+        "checkpoint": {"use_node_local_storage": True},
+        "wall_clock_breakdown": False,
+    }
+    if with_optimizer:
+        ds["gradient_clipping"] = cfg.max_grad_norm
+        ds["optimizer"] = {
+            "type": "AdamW",
+            # torch_adam: PyTorch's AdamW, no fused-op compile
+            "params": {"lr": cfg.lr, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": cfg.weight_decay, "torch_adam": True},
+        }
+    return ds
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int):
+    warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return max(0.0, 1.0 - progress)
+
+    return f
+
+
+def _load_model(model_path: str, dtype: torch.dtype, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def apply_lora(model, lora: LoraConfig):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    pcfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, pcfg)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+
+
+def checkpoint_complete(folder: Path, world_size: int) -> bool:
+    """A checkpoint is usable only if every rank's shard and the state file are present."""
+    if not (folder / STATE_FILE).is_file():
+        return False
+    d = folder / CKPT_TAG
+    shards = list(d.glob("*optim_states.pt")) if d.is_dir() else []
+    return len(shards) >= world_size
+
+
+def _reduce_mean(values: dict, world: int) -> dict:
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(t)
+        t /= world
+    return dict(zip(keys, t.tolist()))
+
+
+def train_loop_per_worker(config: dict) -> None:
+    from cst_ray.runtime import apply_worker_env
+
+    apply_worker_env()
+    import deepspeed
+    import ray
+    import ray.train
+    import torch.distributed as dist
+
+    cfg = TrainConfig(**{k: v for k, v in config["train"].items() if k != "lora"}, lora=LoraConfig(**config["train"]["lora"]))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, cfg.threads_per_worker))
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    on_gpu = torch.cuda.is_available() and cfg.use_gpu
+    if on_gpu:
+        torch.cuda.set_device(ctx.get_local_rank())
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+
+    rows: list[dict] = ray.get(config["data_ref"])
+    pad_id = config["pad_token_id"]
+    param_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    ds_cfg = deepspeed_config(cfg)
+
+    # ---- policy (ZeRO-3 partitions weights at load time through HfDeepSpeedConfig)
+    hf_ds = None
+    if cfg.zero_stage == 3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        hf_ds = HfDeepSpeedConfig(ds_cfg)  # noqa: F841  (must stay alive while loading)
+    model = _load_model(config["model_path"], param_dtype, config["trust_remote_code"])
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    if cfg.gradient_checkpointing:
+        # PEFT under ZeRO-3 crashes with the non-reentrant variant
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        model.enable_input_require_grads()
+    policy = PolicyLogProbs(model)
+
+    global_batch = world * cfg.micro_batch_size * cfg.grad_accum
+    if len(rows) < global_batch:
+        raise ValueError(f"{len(rows)} pairs cannot fill one global batch of {global_batch} "
+                         f"(train.num_workers x train.micro_batch_size x train.grad_accum)")
+    steps_per_epoch = len(rows) // global_batch
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=policy,
+        model_parameters=[p for p in policy.parameters() if p.requires_grad],
+        config=ds_cfg,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total_steps)),
+    )
+
+    # ---- reference
+    ref_engine = None
+    if cfg.reference == "separate":
+        ref_model = PolicyLogProbs(_load_model(config["model_path"], param_dtype, config["trust_remote_code"]))
+        ref_model.requires_grad_(False)
+        ref_engine, *_ = deepspeed.initialize(model=ref_model, config=deepspeed_config(cfg, with_optimizer=False))
+        ref_engine.eval()
+    elif cfg.reference == "precomputed":
+        missing = [r["id"] for r in rows if "ref_chosen_logps" not in r or "ref_rejected_logps" not in r]
+        if missing:
+            raise ValueError(f"train.reference=precomputed but {len(missing)} pairs have no reference log-probs "
+                             f"(first: {missing[0]}); run the reference log-prob stage first")
+    del hf_ds
+
+    # ---- resume
+    step = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            d = Path(d)
+            if not checkpoint_complete(d, world):
+                raise RuntimeError(f"checkpoint {d} is incomplete; refusing to resume from it")
+            engine.load_checkpoint(str(d), tag=CKPT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+            state = json.loads((d / STATE_FILE).read_text())
+            step = int(state["step"])
+            rng_file = d / f"rng_rank{rank}.pt"
+            if rng_file.is_file():
+                _set_rng_state(torch.load(rng_file, weights_only=False))
+        if rank == 0:
+            print(f"[train] resumed at step {step}/{total_steps}", flush=True)
+
+    loss_fn = DPOLoss(cfg.beta, cfg.loss_type, cfg.label_smoothing)
+    lengths = [pair_length(r) for r in rows]
+    crash_marker = config.get("crash_marker", "")
+    metrics_path = config.get("metrics_path", "")
+    engine.train()
+    t_last = time.time()
+    while step < total_steps:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        batch_idx = epoch_batches(lengths, global_batch, cfg.seed, epoch)[in_epoch]
+        local = batch_idx[rank * cfg.micro_batch_size * cfg.grad_accum : (rank + 1) * cfg.micro_batch_size * cfg.grad_accum]
+        agg: dict[str, float] = {}
+        tokens = 0
+        for m in range(cfg.grad_accum):
+            micro = [rows[i] for i in local[m * cfg.micro_batch_size : (m + 1) * cfg.micro_batch_size]]
+            b = {k: v.to(device) for k, v in collate_pairs(micro, pad_id).items()}
+            tokens += int(b["attention_mask"].sum())
+            B = len(micro)
+            logps, ntok = engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+            if cfg.reference == "precomputed":
+                ref = torch.tensor([r["ref_chosen_logps"] for r in micro] + [r["ref_rejected_logps"] for r in micro],
+                                   dtype=torch.float32, device=device)
+            else:
+                with torch.no_grad():
+                    if cfg.reference == "separate":
+                        ref, _ = ref_engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+                    else:  # adapter
+                        with engine.module.model.disable_adapter():
+                            ref, _ = engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+            pol, ref = logps.float(), ref.float()
+            if cfg.loss_type == "ipo":  # IPO works on length-averaged log-probs
+                pol, ref = pol / ntok.clamp(min=1), ref / ntok.clamp(min=1)
+            losses, cr, rr = loss_fn(pol[:B], pol[B:], ref[:B], ref[B:])
+            loss = losses.mean()
+            if cfg.nll_weight:
+                loss = loss + cfg.nll_weight * (-(logps[:B] / ntok[:B].clamp(min=1))).mean()
+            engine.backward(loss)
+            engine.step()
+            for k, v in preference_metrics(losses, cr, rr, pol[:B], pol[B:]).items():
+                agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
+        step += 1
+        now = time.time()
+        metrics = _reduce_mean(agg, world)
+        tok_total = _reduce_mean({"t": tokens}, world)["t"] * world
+        metrics.update(step=step, epoch=epoch, learning_rate=scheduler.get_last_lr()[0],
+                       tokens_per_s=tok_total / max(now - t_last, 1e-9), tokens=tok_total)
+        t_last = now
+        if rank == 0 and metrics_path:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total_steps:
+            with tempfile.TemporaryDirectory() as tmp:
+                engine.save_checkpoint(tmp, tag=CKPT_TAG)
+                torch.save(_rng_state(), Path(tmp) / f"rng_rank{rank}.pt")
+                if rank == 0:
+                    (Path(tmp) / STATE_FILE).write_text(json.dumps(
+                        {"step": step, "total_steps": total_steps, "world_size": world,
+                         "dropped_pairs_per_epoch": dropped_per_epoch(len(rows), global_batch)}))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            if crash_marker and rank == 0 and step == cfg.crash_after_step:
+                try:
+                    os.close(os.open(crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                    os._exit(1)  # fault injection for the resume tests
+                except FileExistsError:
+                    pass
+        else:
+            ray.train.report(metrics)
+
+    export_dir = config.get("export_dir")
+    if export_dir:
+        from cst_ray.training.export import export_model
+
+        if cfg.zero_stage == 3:
+            state = engine._zero3_consolidated_16bit_state_dict()
+        else:
+            state = engine.module.state_dict() if rank == 0 else None
+        if rank == 0:
+            export_model(state, config, cfg)
+        dist.barrier()
+    if ref_engine is not None:
+        del ref_engine

@@ -1,0 +1,104 @@
+"""Ray Train wiring: tokenize once on the driver, then a TorchTrainer of DeepSpeed workers.
+
+Placement and fault tolerance are decided here only: ScalingConfig from `train.*`,
+RunConfig(storage_path=<run>/train or a URI, name="ray_train") so that re-submitting the same
+job resumes from the latest complete checkpoint, CheckpointConfig(num_to_keep), and
+FailureConfig(max_failures) for restarts after a lost worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from cst_ray.config import CSTConfig
+from cst_ray.storage import resolve_storage
+from cst_ray.training.tokenize import tokenize_pairs
+
+RUN_NAME = "ray_train"
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Per-step metrics written by rank 0; a resumed run rewrites steps, the last write wins."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    by_step: dict[int, dict] = {}
+    for line in p.read_text().splitlines():
+        if line.strip():
+            m = json.loads(line)
+            by_step[int(m["step"])] = m
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir: str | Path,
+                 method: str = "CST", storage_path: str = "") -> dict:
+    """Train on `pairs` (dicts with system/prompt/chosen/rejected/id). Returns the stage stats.
+
+    Writes `out_dir/model` (merged HF export), `out_dir/metrics.jsonl`; checkpoints go under
+    `storage_path` (default `out_dir/checkpoints`).
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from transformers import AutoTokenizer
+
+    from cst_ray.training.loop import train_loop_per_worker
+
+    tc = cfg.train
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    rows, tstats = tokenize_pairs(tok, pairs, max_length=tc.max_length, min_response_tokens=tc.min_response_tokens)
+    if not rows:
+        raise ValueError("no trainable pairs after tokenization")
+    global_batch = tc.num_workers * tc.micro_batch_size * tc.grad_accum
+    total_steps = tc.max_steps or (len(rows) // global_batch) * tc.epochs
+    crash_marker = str(out_dir / ".crash-once") if tc.crash_after_step else ""
+    loop_config = {
+        "train": dataclasses.asdict(tc),
+        "data_ref": ray.put(rows),
+        "pad_token_id": tok.pad_token_id,
+        "model_path": model_path,
+        "trust_remote_code": cfg.model.trust_remote_code,
+        "export_dir": str(out_dir / "model"),
+        "metrics_path": str(out_dir / "metrics.jsonl"),
+        "crash_marker": crash_marker,
+        "s1": cfg.prompts.s1,
+        "s0": cfg.prompts.s0,
+        "base_name": cfg.model.name_or_path,
+        "method": method,
+        "total_steps": total_steps,
+        "n_pairs": len(rows),
+    }
+    storage = resolve_storage(storage_path or str(out_dir / "checkpoints"))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
+                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=tc.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    metrics = read_metrics(out_dir / "metrics.jsonl")
+    return {
+        "method": method,
+        "pairs_in": len(pairs),
+        "tokenize": tstats.as_dict(),
+        "global_batch_pairs": global_batch,
+        "total_steps": total_steps,
+        "final_metrics": metrics[-1] if metrics else {},
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "model_dir": str(out_dir / "model"),
+    }
