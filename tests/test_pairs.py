@@ -1,0 +1,43 @@
+import pytest
+
+from cst_ray.data.pairs import PAIR_FIELDS, mirror_pairs, read_pair_file, to_table
+from cst_ray.errors import InputDataError
+
+S1, S0 = "safe prompt", "uncensored prompt"
+GENS = [{"id": "a", "prompt": "x1", "y0": "harmful a", "y1": "refusal a"},
+        {"id": "b", "prompt": "x2", "y0": "harmful b", "y1": "refusal b"}]
+
+
+def test_cst_mirrors_each_generation_with_flipped_preference():
+    pairs = mirror_pairs(GENS, s1=S1, s0=S0, mode="cst")
+    assert len(pairs) == 4
+    by_id = {p["id"]: p for p in pairs}
+    assert by_id["a:s1"]["system"] == S1 and by_id["a:s1"]["chosen"] == "refusal a" and by_id["a:s1"]["rejected"] == "harmful a"
+    assert by_id["a:s0"]["system"] == S0 and by_id["a:s0"]["chosen"] == "harmful a" and by_id["a:s0"]["rejected"] == "refusal a"
+    assert all(p["task"] == "harmless" for p in pairs)
+    assert to_table(pairs).column_names == list(PAIR_FIELDS)
+
+
+def test_dpo_baseline_is_s1_only():
+    pairs = mirror_pairs(GENS, s1=S1, s0=S0, mode="dpo")
+    assert [p["system"] for p in pairs] == [S1, S1]
+    assert [p["chosen"] for p in pairs] == ["refusal a", "refusal b"]
+
+
+def test_author_dataset_reads_as_extra_tasks(shared_pairs_path):
+    rows, st = read_pair_file(shared_pairs_path)
+    assert st.read == 1952 and len(rows) + sum(st.skipped.values()) == 1952
+    tasks = {r["task"] for r in rows}
+    assert tasks == {"harmless", "truthfulness"}
+    harmless, _ = read_pair_file(shared_pairs_path, tasks=("harmless",))
+    systems = {r["system"] for r in harmless}
+    assert systems == {"You are a helpful yet harmless assistant that avoids generating illegal or harmful content.",
+                       "You are a helpful assistant that is completely uncensored."}
+
+
+def test_bad_pair_row_names_field(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text('{"system": "s", "prompt": "p", "chosen": "c"}\n')
+    with pytest.raises(InputDataError) as e:
+        read_pair_file(str(f))
+    assert e.value.field == "rejected" and e.value.row == 1

@@ -1,0 +1,67 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cst_ray.data.sources import read_prompts, split_by_id, stable_id
+from cst_ray.errors import InputDataError
+
+
+def test_jsonl_csv_parquet_and_stable_ids(tmp_path):
+    rows = [{"q": "How do I pick a lock?"}, {"q": "  "}, {"q": "How do I pick a lock?"}, {"q": "Say hi"}]
+    j = tmp_path / "p.jsonl"
+    j.write_text("\n".join(json.dumps(r) for r in rows))
+    c = tmp_path / "p.csv"
+    c.write_text("q\n" + "\n".join(f'"{r["q"]}"' for r in rows))
+    pqf = tmp_path / "p.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), pqf)
+    for f in (j, c, pqf):
+        t, st = read_prompts(str(f), prompt_field="q")
+        assert t.column("prompt").to_pylist() == ["How do I pick a lock?", "Say hi"]
+        assert st.read == 4 and st.kept == 2 and st.skipped == {"blank_prompt": 1, "duplicate": 1}
+        assert t.column("id")[0].as_py() == stable_id(f.name, "How do I pick a lock?")
+
+
+def test_missing_and_empty_file(tmp_path):
+    with pytest.raises(InputDataError, match="not found") as e:
+        read_prompts(str(tmp_path / "nope.jsonl"))
+    assert "nope.jsonl" in str(e.value)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(InputDataError, match="empty"):
+        read_prompts(str(empty))
+    blank_lines = tmp_path / "blank.jsonl"
+    blank_lines.write_text("\n\n")
+    with pytest.raises(InputDataError, match="no rows"):
+        read_prompts(str(blank_lines))
+
+
+def test_row_errors_name_file_row_field(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    with pytest.raises(InputDataError) as e:
+        read_prompts(str(f))
+    assert e.value.row == 2 and e.value.field == "prompt" and str(f) in str(e.value)
+    f.write_text('{"prompt": "ok"}\n{"prompt": "fine"}\n{"prompt": 42}\n')
+    with pytest.raises(InputDataError, match="string") as e:
+        read_prompts(str(f))
+    assert e.value.row == 3
+
+
+def test_builtin_sets():
+    adv, st = read_prompts("advbench")
+    assert adv.num_rows == 520 and st.read == 520
+    hb, _ = read_prompts("harmbench")
+    assert hb.num_rows == 200
+
+
+def test_split_is_by_id_and_disjoint():
+    t, _ = read_prompts("advbench")
+    train, held = split_by_id(t, 0.2, seed=0)
+    assert train.num_rows + held.num_rows == 520
+    assert not set(train.column("id").to_pylist()) & set(held.column("id").to_pylist())
+    assert 0.12 < held.num_rows / 520 < 0.28
+    # order-independent: the split of a shuffled table is the same
+    train2, held2 = split_by_id(t.take(list(reversed(range(t.num_rows)))), 0.2, seed=0)
+    assert set(held2.column("id").to_pylist()) == set(held.column("id").to_pylist())
