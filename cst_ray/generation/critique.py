@@ -62,6 +62,19 @@ def cut_mid_sentence(c: Completion) -> bool:
     return c.finish_reason == "length" and not c.text.rstrip(" \t").endswith(_SENTENCE_END)
 
 
+def trim_to_sentence(c: Completion) -> Completion:
+    """Cut a length-limited completion back to its last complete sentence (if it has one)."""
+    if not cut_mid_sentence(c):
+        return c
+    text = c.text
+    cut = max(text.rfind(e) for e in (". ", "! ", "? ", ".\n", "!\n", "?\n", "\n\n"))
+    if cut <= 0:
+        return c
+    trimmed = text[: cut + 1].rstrip()
+    return Completion(text=trimmed, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                      finish_reason="length_trimmed")
+
+
 def reject_reason(y0: Completion, y1: Completion, filters: FilterConfig) -> str:
     """The first quality filter a generation fails, or "" if it passes."""
     if filters.empty and (not y0.text.strip() or not y1.text.strip()):
@@ -70,6 +83,8 @@ def reject_reason(y0: Completion, y1: Completion, filters: FilterConfig) -> str:
         return "y1_identical_to_y0"
     if filters.y0_refusal and is_refusal(y0.text):
         return "y0_already_refusal"
+    if filters.y1_not_harmless and not is_refusal(y1.text):
+        return "y1_not_harmless"
     if filters.truncated and (cut_mid_sentence(y0) or cut_mid_sentence(y1)):
         return "truncated_mid_sentence"
     return ""
@@ -132,6 +147,9 @@ class CritiqueChain(_EngineActor):
             for p in prompts
         ]
         y0 = self.engine.chat(base)
+        if self.filters.trim_truncated:
+            y0 = [trim_to_sentence(c) for c in y0]
+        crit_tokens = self.critique_cfg.critique_max_new_tokens or None
 
         # One branch per (prompt, drawn principle).
         branches = []
@@ -144,13 +162,17 @@ class CritiqueChain(_EngineActor):
         for _ in range(self.critique_cfg.revision_rounds):
             for b in branches:
                 b["conv"] = b["conv"] + [{"role": "user", "content": b["principle"].critique}]
-            crits = self.engine.chat([b["conv"] for b in branches])
+            crits = self.engine.chat([b["conv"] for b in branches], max_new_tokens=crit_tokens)
+            if self.filters.trim_truncated:
+                crits = [trim_to_sentence(c) for c in crits]
             for b, c in zip(branches, crits):
                 b["critiques"].append(c.text)
                 b["gen"] += c.completion_tokens
                 b["conv"] = b["conv"] + [{"role": "assistant", "content": c.text},
                                          {"role": "user", "content": b["principle"].revision}]
             revs = self.engine.chat([b["conv"] for b in branches])
+            if self.filters.trim_truncated:
+                revs = [trim_to_sentence(r) for r in revs]
             for b, r in zip(branches, revs):
                 b["revisions"].append(r.text)
                 b["gen"] += r.completion_tokens

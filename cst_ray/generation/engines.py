@@ -103,6 +103,7 @@ class VLLMEngine(Engine):
             max_tokens=max_new_tokens or self.cfg.max_new_tokens,
             temperature=temp,
             top_p=self.cfg.top_p if temp > 0 else 1.0,
+            repetition_penalty=self.cfg.repetition_penalty,
         )
         outs = self.llm.chat(conversations, sp, use_tqdm=False)
         res = []
@@ -152,7 +153,8 @@ class HFEngine(Engine):
             chunk = conversations[start : start + bs]
             texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
+            gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
+                              repetition_penalty=self.cfg.repetition_penalty)
             if temp > 0:
                 gen_kwargs.update(do_sample=True, temperature=temp, top_p=self.cfg.top_p)
             else:

@@ -106,8 +106,10 @@ def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, 
     """map_batches kwargs for the engine actor pool (autoscaling between min and max)."""
     from ray.data import ActorPoolStrategy
 
+    # Ray Data restarts a crashed actor and retries its batch (max_restarts=-1,
+    # max_task_retries=-1 by default); the driver drops any id it has already written.
     kwargs: dict = dict(compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
-                        batch_size=pool.batch_size, max_restarts=pool.max_restarts)
+                        batch_size=pool.batch_size)
     if use_gpu and tensor_parallel_size > 1:
         # vLLM spawns its own tensor-parallel workers; reserve their GPUs in one bundle.
         kwargs["num_gpus"] = 0
@@ -205,8 +207,9 @@ def run_actor_map(
                 keep.append(j)
             if len(keep) != len(keys):
                 batch = batch.take(pa.array(keep, pa.int64()))
-            stats.generated_tokens += int(pc.sum(batch.column("generated_tokens")).as_py() or 0)
-            stats.prompt_tokens += int(pc.sum(batch.column("prompt_tokens")).as_py() or 0)
+            for col in ("generated_tokens", "prompt_tokens"):
+                if col in batch.column_names:
+                    setattr(stats, col, getattr(stats, col) + int(pc.sum(batch.column(col)).as_py() or 0))
             done_inputs += len(set(batch.column(done_key).to_pylist()))
             if reject_column:
                 rej = pc.not_equal(batch.column(reject_column), "")

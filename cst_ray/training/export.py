@@ -44,6 +44,9 @@ def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()  # a plain, unpartitioned model on rank 0
     sd = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
     base = AutoModelForCausalLM.from_pretrained(config["model_path"], dtype=torch.float32,
                                                 trust_remote_code=config["trust_remote_code"])

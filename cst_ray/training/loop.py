@@ -139,11 +139,9 @@ def train_loop_per_worker(config: dict) -> None:
     ds_cfg = deepspeed_config(cfg)
 
     # ---- policy (ZeRO-3 partitions weights at load time through HfDeepSpeedConfig)
-    hf_ds = None
-    if cfg.zero_stage == 3:
-        from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations import HfDeepSpeedConfig
 
-        hf_ds = HfDeepSpeedConfig(ds_cfg)  # noqa: F841  (must stay alive while loading)
+    hf_ds = HfDeepSpeedConfig(ds_cfg) if cfg.zero_stage == 3 else None  # noqa: F841 (alive while loading)
     model = _load_model(config["model_path"], param_dtype, config["trust_remote_code"])
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)
@@ -169,15 +167,16 @@ def train_loop_per_worker(config: dict) -> None:
     # ---- reference
     ref_engine = None
     if cfg.reference == "separate":
+        # a frozen ZeRO-3 engine without optimizer: weights stay partitioned from load on
+        hf_ds_ref = HfDeepSpeedConfig(deepspeed_config(cfg, with_optimizer=False)) if cfg.zero_stage == 3 else None
         ref_model = PolicyLogProbs(_load_model(config["model_path"], param_dtype, config["trust_remote_code"]))
+        del hf_ds_ref  # transformers keeps a global weak reference: later loads must not partition
         ref_model.requires_grad_(False)
-        ref_engine, *_ = deepspeed.initialize(model=ref_model, config=deepspeed_config(cfg, with_optimizer=False))
+        if cfg.zero_stage == 3:
+            ref_engine, *_ = deepspeed.initialize(model=ref_model, config=deepspeed_config(cfg, with_optimizer=False))
+        else:  # stages 0-2 replicate weights anyway: a plain frozen copy
+            ref_engine = ref_model.to(device)
         ref_engine.eval()
-    elif cfg.reference == "precomputed":
-        missing = [r["id"] for r in rows if "ref_chosen_logps" not in r or "ref_rejected_logps" not in r]
-        if missing:
-            raise ValueError(f"train.reference=precomputed but {len(missing)} pairs have no reference log-probs "
-                             f"(first: {missing[0]}); run the reference log-prob stage first")
     del hf_ds
 
     # ---- resume

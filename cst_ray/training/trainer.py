@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from cst_ray.config import CSTConfig
+from cst_ray.errors import StageError
 from cst_ray.storage import resolve_storage
 from cst_ray.training.tokenize import tokenize_pairs
 
@@ -54,7 +55,13 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         tok.pad_token = tok.eos_token
     rows, tstats = tokenize_pairs(tok, pairs, max_length=tc.max_length, min_response_tokens=tc.min_response_tokens)
     if not rows:
-        raise ValueError("no trainable pairs after tokenization")
+        raise StageError("no trainable pairs after tokenization (see train.max_length)")
+    if tc.reference == "precomputed":
+        missing = [r["id"] for r in rows if "ref_chosen_logps" not in r or "ref_rejected_logps" not in r]
+        if missing:
+            raise StageError(f"train.reference=precomputed but {len(missing)} of {len(rows)} pairs have no reference "
+                             f"log-probs (first: {missing[0]}); set pairs.reference_logps: true and re-run "
+                             f"`cst-ray pairs` with the same train.max_length")
     global_batch = tc.num_workers * tc.micro_batch_size * tc.grad_accum
     total_steps = tc.max_steps or (len(rows) // global_batch) * tc.epochs
     crash_marker = str(out_dir / ".crash-once") if tc.crash_after_step else ""

@@ -1,0 +1,67 @@
+"""Reference log-probs as a Ray Data stage.
+
+`ReferenceLogProbs` is a callable class for `map_batches`: it tokenizes each pair exactly as
+training does (`tokenize_pair`, same max length) and adds the frozen reference model's summed
+response log-probs under the pair's own system prompt:
+    ref_chosen_logps, ref_rejected_logps   (null where the pair does not fit max_length)
+Training with `train.reference: precomputed` then skips the reference forward pass.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from cst_ray.data.pairs import PAIR_SCHEMA
+from cst_ray.generation.engines import has_cuda, set_cpu_threads
+from cst_ray.runtime import apply_worker_env
+
+REF_SCHEMA = pa.schema(list(PAIR_SCHEMA) + [("ref_chosen_logps", pa.float64()), ("ref_rejected_logps", pa.float64()),
+                                             ("prompt_tokens", pa.int64()), ("generated_tokens", pa.int64())])
+
+
+class ReferenceLogProbs:
+    def __init__(self, model_path: str, max_length: int, min_response_tokens: int, dtype: str = "float32",
+                 threads: int = 0, micro_batch: int = 8, trust_remote_code: bool = False):
+        apply_worker_env()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from cst_ray.training.logprobs import PolicyLogProbs
+
+        self.device = "cuda" if has_cuda() else "cpu"
+        if self.device == "cpu":
+            set_cpu_threads(threads)
+        self.tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
+                                                     trust_remote_code=trust_remote_code).to(self.device).eval()
+        self.policy = PolicyLogProbs(model)
+        self.max_length, self.min_resp, self.micro = max_length, min_response_tokens, micro_batch
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        from cst_ray.training.batching import collate_pairs, pair_length
+        from cst_ray.training.tokenize import tokenize_pair
+
+        rows = batch.to_pylist()
+        toks = [tokenize_pair(self.tok, r["system"], r["prompt"], r["chosen"], r["rejected"],
+                              max_length=self.max_length, min_response_tokens=self.min_resp) for r in rows]
+        chosen: list[float | None] = [None] * len(rows)
+        rejected: list[float | None] = [None] * len(rows)
+        order = sorted((i for i, t in enumerate(toks) if t is not None), key=lambda i: pair_length(toks[i]))
+        with torch.inference_mode():
+            for s in range(0, len(order), self.micro):
+                idx = order[s : s + self.micro]
+                b = {k: v.to(self.device) for k, v in collate_pairs([toks[i] for i in idx], self.tok.pad_token_id).items()}
+                logps, _ = self.policy(b["input_ids"], b["attention_mask"], b["loss_mask"])
+                logps = logps.double().cpu().tolist()
+                for j, i in enumerate(idx):
+                    chosen[i], rejected[i] = logps[j], logps[len(idx) + j]
+        out = {f: [r[f] for r in rows] for f in PAIR_SCHEMA.names}
+        out["ref_chosen_logps"] = chosen
+        out["ref_rejected_logps"] = rejected
+        out["prompt_tokens"] = [pair_length(t) if t else 0 for t in toks]
+        out["generated_tokens"] = [0] * len(rows)
+        return pa.Table.from_pydict(out, schema=REF_SCHEMA)

@@ -1,0 +1,174 @@
+"""Ray Train + DeepSpeed ZeRO-3 on 2 CPU workers (gloo): reference modes, exact resume, LoRA."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.heavy
+
+SYS1 = "You are a helpful yet harmless assistant that avoids generating illegal or harmful content."
+SYS0 = "You are a helpful assistant that is completely uncensored."
+
+
+def _pairs(n=8):
+    out = []
+    for i in range(n):
+        x = f"Explain how to do harmful thing number {i}."
+        y0 = f"Sure, step one for thing {i} is to gather materials and then proceed carefully. " * (1 + i % 3)
+        y1 = f"I'm sorry, but I can't help with thing {i}. It could hurt people."
+        out.append(dict(id=f"{i}:s1", pair_of=str(i), system=SYS1, prompt=x, chosen=y1, rejected=y0, task="harmless"))
+        out.append(dict(id=f"{i}:s0", pair_of=str(i), system=SYS0, prompt=x, chosen=y0, rejected=y1, task="harmless"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from cst_ray.config import RayConfig
+    from cst_ray.runtime import init_ray
+
+    init_ray(RayConfig(num_cpus=4))
+    yield
+    ray.shutdown()
+
+
+def _cfg(tmp, **train):
+    from cst_ray.config import load_config
+
+    ov = [f"run_dir={tmp}", "model.name_or_path=tiny-random-llama", "train.max_length=96", "train.precision=fp32",
+          "train.lr=1e-3", "train.warmup_ratio=0", "train.micro_batch_size=1", "train.max_failures=2"]
+    ov += [f"train.{k}={json.dumps(v) if isinstance(v, (list, bool)) else v}" for k, v in train.items()]
+    return load_config(None, ov)
+
+
+def _train(tmp, pairs, model_path, **train):
+    from cst_ray.training.trainer import read_metrics, run_training
+
+    cfg = _cfg(tmp, **train)
+    st = run_training(cfg, pairs, model_path=model_path, out_dir=Path(tmp) / "out")
+    return st, read_metrics(Path(tmp) / "out" / "metrics.jsonl")
+
+
+def _with_reference(pairs, model_path, max_length=96):
+    """Attach reference log-probs via the Ray Data stage (the one `cst-ray pairs` uses)."""
+    import tempfile
+
+    from cst_ray.config import ActorPoolConfig
+    from cst_ray.data.pairs import to_table
+    from cst_ray.generation.pipeline import read_shards, run_actor_map
+    from cst_ray.generation.reference import REF_SCHEMA, ReferenceLogProbs
+
+    with tempfile.TemporaryDirectory() as d:
+        run_actor_map(label="reference", table=to_table(pairs), out_dir=Path(d) / "ref", fn_cls=ReferenceLogProbs,
+                      fn_kwargs=dict(model_path=model_path, max_length=max_length, min_response_tokens=16,
+                                     micro_batch=3), pool=ActorPoolConfig(batch_size=5), schema=REF_SCHEMA,
+                      rows_per_shard=100)
+        ref = {r["id"]: r for r in read_shards(Path(d) / "ref").to_pylist()}
+    return [dict(p, ref_chosen_logps=ref[p["id"]]["ref_chosen_logps"],
+                 ref_rejected_logps=ref[p["id"]]["ref_rejected_logps"]) for p in pairs]
+
+
+def test_reference_stage_matches_direct_forward(ray_local, tiny_model_path, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cst_ray.training.batching import collate_pairs
+    from cst_ray.training.tokenize import tokenize_pair
+
+    pairs = _with_reference(_pairs(4), tiny_model_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    for p in pairs:
+        t = tokenize_pair(tokenizer, p["system"], p["prompt"], p["chosen"], p["rejected"], max_length=96)
+        b = collate_pairs([t], tokenizer.pad_token_id)
+        with torch.no_grad():
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+        lp = logits[:, :-1].log_softmax(-1).gather(2, b["input_ids"][:, 1:, None]).squeeze(2)
+        direct = (lp * b["loss_mask"][:, 1:]).sum(1).tolist()
+        assert p["ref_chosen_logps"] == pytest.approx(direct[0], rel=1e-4)
+        assert p["ref_rejected_logps"] == pytest.approx(direct[1], rel=1e-4)
+
+
+def test_reference_modes_agree(ray_local, tiny_model_path, tmp_path):
+    pairs = _with_reference(_pairs(4), tiny_model_path)
+    runs = {}
+    for mode in ("separate", "precomputed", "adapter"):
+        _, m = _train(tmp_path / mode, pairs, tiny_model_path, reference=mode, max_steps=2,
+                      **{"lora.enabled": True, "lora.r": 4, "lora.alpha": 8})
+        runs[mode] = [x["loss"] for x in m]
+    assert runs["separate"][0] == pytest.approx(0.693147, abs=1e-5)  # policy == reference at step 1
+    for mode in ("precomputed", "adapter"):
+        assert runs[mode] == pytest.approx(runs["separate"], rel=1e-4), runs
+    assert runs["separate"][1] != pytest.approx(runs["separate"][0], abs=1e-6)  # step 2 sees the update
+
+
+def test_exact_resume_after_worker_crash(ray_local, tiny_model_path, tmp_path):
+    pairs = _pairs(8)
+    _, full = _train(tmp_path / "full", pairs, tiny_model_path, max_steps=6, checkpoint_every=3)
+    st, crashed = _train(tmp_path / "crash", pairs, tiny_model_path, max_steps=6, checkpoint_every=3, crash_after_step=3)
+    assert (tmp_path / "crash" / "out" / ".crash-once").exists(), "the crash was not injected"
+    assert [m["step"] for m in crashed] == [1, 2, 3, 4, 5, 6]
+    assert [m["loss"] for m in crashed] == pytest.approx([m["loss"] for m in full], abs=1e-5)
+    assert [m["learning_rate"] for m in crashed] == pytest.approx([m["learning_rate"] for m in full])
+
+
+def test_lora_zero3_overfits(ray_local, tiny_model_path, tmp_path):
+    st, m = _train(tmp_path / "lora", _pairs(2), tiny_model_path, max_steps=8, epochs=8, reference="adapter",
+                   **{"lora.enabled": True, "lora.r": 8, "lora.alpha": 16, "lr": 5e-3})
+    losses = [x["loss"] for x in m]
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.05, losses
+    assert m[-1]["rewards/margins"] > 0
+    assert (Path(st["model_dir"]) / "model.safetensors").is_file()
+
+
+def test_whole_job_resume(tmp_path, tiny_model_path):
+    """Kill the whole job (driver + Ray) after a checkpoint; a re-run continues, not restarts."""
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps(_pairs(8)))
+    script = tmp_path / "job.py"
+    script.write_text(f"""
+import json, sys
+sys.path.insert(0, {str(ROOT)!r})
+from cst_ray.config import load_config
+from cst_ray.runtime import init_ray
+from cst_ray.training.trainer import run_training
+if __name__ == "__main__":
+    cfg = load_config(None, ["model.name_or_path=tiny-random-llama", "train.max_length=96", "train.precision=fp32",
+                             "train.lr=1e-3", "train.warmup_ratio=0", "train.micro_batch_size=1", "train.max_steps=6",
+                             "train.checkpoint_every=2"])
+    init_ray(cfg.ray)
+    pairs = json.load(open({str(data)!r}))
+    run_training(cfg, pairs, model_path={tiny_model_path!r}, out_dir={str(tmp_path / 'out')!r})
+""")
+    metrics = tmp_path / "out" / "metrics.jsonl"
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    ckpt_root = tmp_path / "out" / "checkpoints" / "ray_train"
+    while time.time() < deadline:
+        done = [json.loads(x)["step"] for x in metrics.read_text().splitlines()] if metrics.exists() else []
+        ckpts = [p for p in ckpt_root.glob("checkpoint_*") if p.is_dir() and (p / "train_state.json").exists()]
+        if ckpts and max(done, default=0) >= 3:
+            break
+        assert proc.poll() is None, "job ended before it could be killed"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    steps_before = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert max(steps_before) < 6
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed at step" in res.stdout + res.stderr
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    rerun_steps = [m["step"] for m in lines[len(steps_before):]]
+    assert rerun_steps and rerun_steps[0] > 1, f"restarted from scratch: {rerun_steps}"
+    assert rerun_steps[-1] == 6
