@@ -14,9 +14,23 @@ pytestmark = pytest.mark.heavy
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    res = run_cli(["run", "--config", "configs/tiny.yaml", f"run_dir={run_dir}"])
+    # credentials come only from the environment; plant fake ones to prove none is written out
+    res = run_cli(["run", "--config", "configs/tiny.yaml", f"run_dir={run_dir}"], env=PLANTED)
     assert res.returncode == 0, res.stderr[-4000:]
     return run_dir, res
+
+
+PLANTED = {"HF_TOKEN": "hf_PLANTEDfakeTOKEN0123456789abcdef", "AWS_SECRET_ACCESS_KEY": "PLANTEDfakeSECRET/0123456789abcdefXYZ"}
+
+
+def test_no_credentials_in_run_outputs(tiny_run):
+    run_dir, res = tiny_run
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    for secret in PLANTED.values():
+        assert secret not in res.stdout and secret not in res.stderr
+        for p in files:
+            assert secret.encode() not in p.read_bytes(), f"{secret[:12]}... leaked into {p}"
 
 
 def _rows(folder: Path):

@@ -1,0 +1,56 @@
+"""The tiny pipeline submitted as a Ray job to a real head started on loopback, as users do."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.heavy
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    port, dash = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+                            "--num-cpus=4", "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180)
+    assert start.returncode == 0, start.stderr[-3000:]
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_submit_tiny_pipeline(ray_head, tmp_path):
+    address, env = ray_head
+    run_dir = tmp_path / "run"
+    runtime_env = {"excludes": [".venv", "runs", ".git", "*.parquet"],
+                   "env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}}
+    res = subprocess.run(
+        [RAY, "job", "submit", f"--address={address}", "--working-dir", ".", "--runtime-env-json",
+         json.dumps(runtime_env), "--", sys.executable, "jobs/run.py", "--config", "configs/tiny.yaml",
+         f"run_dir={run_dir}"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=1500)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    assert "SUCCEEDED" in res.stdout + res.stderr
+    listing = subprocess.run([RAY, "job", "list", f"--address={address}"], capture_output=True, text=True, env=env,
+                             timeout=120)
+    assert "SUCCEEDED" in listing.stdout
+    report = json.loads((run_dir / "evaluate" / "eval.json").read_text())
+    assert set(report["scores"]) == {"base", "cst"}
+    assert (run_dir / "train" / "cst" / "model" / "model.safetensors").is_file()
+    assert (run_dir / "summary.md").is_file()
