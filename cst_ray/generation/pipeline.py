@@ -141,12 +141,13 @@ class Progress:
         self.label, self.total, self.interval = label, total, interval_s
         self.t0 = time.time()
         self._last = 0.0
+        self._last_rows = -1
 
     def update(self, rows: int, tokens: int, force: bool = False) -> None:
         now = time.time()
-        if not force and now - self._last < self.interval:
+        if (not force and now - self._last < self.interval) or (force and rows == self._last_rows):
             return
-        self._last = now
+        self._last, self._last_rows = now, rows
         dt = max(now - self.t0, 1e-9)
         print(f"[{self.label}] {rows}/{self.total} rows  {rows / dt:.2f} rows/s  {tokens / dt:.1f} generated tok/s  "
               f"{dt:.0f}s", file=sys.stderr, flush=True)
