@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--batch", type=int, default=128, help="prompts per map_batches call")
     ap.add_argument("--hf-batch", type=int, default=16)
-    ap.add_argument("--actors", type=int, default=2, help="engine actors in the pool")
+    ap.add_argument("--actors", type=int, default=1, help="engine actors in the pool")
     ap.add_argument("--threads", type=int, default=1, help="threads per engine actor (0 = all cores)")
     ap.add_argument("--no-linearity", action="store_true")
     ap.add_argument("--child", default="")

@@ -97,7 +97,8 @@ class MapStats:
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
-        d["rows_per_s"] = round(self.rows_out / self.wall_s, 3) if self.wall_s else 0.0
+        done = self.rows_out + self.rows_rejected  # rows processed, kept or rejected
+        d["rows_per_s"] = round(done / self.wall_s, 3) if self.wall_s else 0.0
         d["generated_tokens_per_s"] = round(self.generated_tokens / self.wall_s, 2) if self.wall_s else 0.0
         return d
 
