@@ -16,17 +16,23 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port outside Ray's default worker-port range (10002-19999) and 52365."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port > 20000 and port != 52365:
+            return port
 
 
 @pytest.fixture
 def ray_head(tmp_path):
-    port, dash = _free_port(), _free_port()
+    port, dash, client = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "token"  # the CLI then sends the token from ~/.ray/auth_token
     start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+                            f"--ray-client-server-port={client}",
                             "--num-cpus=4", "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180)
     assert start.returncode == 0, start.stderr[-3000:]
     try:
@@ -46,10 +52,13 @@ def test_submit_tiny_pipeline(ray_head, tmp_path):
          f"run_dir={run_dir}"],
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=1500)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-    assert "SUCCEEDED" in res.stdout + res.stderr
-    listing = subprocess.run([RAY, "job", "list", f"--address={address}"], capture_output=True, text=True, env=env,
-                             timeout=120)
-    assert "SUCCEEDED" in listing.stdout
+    import re
+
+    sub_id = re.search(r"raysubmit_[A-Za-z0-9]+", res.stdout + res.stderr).group(0)
+    status = subprocess.run([RAY, "job", "status", f"--address={address}", sub_id], capture_output=True, text=True,
+                            env=env, timeout=120)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", status.stdout + status.stderr)
+    assert re.search(rf"Job '{sub_id}' succeeded", text), text
     report = json.loads((run_dir / "evaluate" / "eval.json").read_text())
     assert set(report["scores"]) == {"base", "cst"}
     assert (run_dir / "train" / "cst" / "model" / "model.safetensors").is_file()

@@ -237,8 +237,9 @@ def train_loop_per_worker(config: dict) -> None:
                 agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
         step += 1
         now = time.time()
-        metrics = _reduce_mean(agg, world)
-        tok_total = _reduce_mean({"t": tokens}, world)["t"] * world
+        agg["tokens"] = tokens
+        metrics = _reduce_mean(agg, world)  # one all-reduce for every metric
+        tok_total = metrics.pop("tokens") * world
         metrics.update(step=step, epoch=epoch, learning_rate=scheduler.get_last_lr()[0],
                        tokens_per_s=tok_total / max(now - t_last, 1e-9), tokens=tok_total)
         t_last = now
@@ -274,5 +275,3 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             export_model(state, config, cfg)
         dist.barrier()
-    if ref_engine is not None:
-        del ref_engine
