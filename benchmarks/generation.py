@@ -43,34 +43,31 @@ def _engine_cfg(args):
                         seed=0, hf_batch_size=args.hf_batch)
 
 
-def measure_bare(args) -> dict:
+def _measure_engine(args, backend: str) -> dict:
+    """Build the engine (not timed), then time one chat() over all prompts."""
+    import dataclasses
+
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from cst_ray.config import ModelConfig
-    from cst_ray.generation.engines import VLLMEngine
+    from cst_ray.generation.engines import build_engine
     from cst_ray.models import resolve_model
 
-    eng = VLLMEngine(resolve_model(ModelConfig(name_or_path=args.model)), _engine_cfg(args))
+    eng = build_engine(resolve_model(ModelConfig(name_or_path=args.model)),
+                       dataclasses.replace(_engine_cfg(args), backend=backend))
     convs = [[{"role": "system", "content": S0}, {"role": "user", "content": p}] for p in _prompts(args.prompts)]
     t0 = time.time()
     outs = eng.chat(convs)
     dt = time.time() - t0
     return {"tokens": sum(o.completion_tokens for o in outs), "wall_s": dt}
+
+
+def measure_bare(args) -> dict:
+    return _measure_engine(args, "vllm")
 
 
 def measure_hf(args) -> dict:
-    import dataclasses
-
-    from cst_ray.config import ModelConfig
-    from cst_ray.generation.engines import HFEngine
-    from cst_ray.models import resolve_model
-
-    eng = HFEngine(resolve_model(ModelConfig(name_or_path=args.model)), dataclasses.replace(_engine_cfg(args), backend="hf"))
-    convs = [[{"role": "system", "content": S0}, {"role": "user", "content": p}] for p in _prompts(args.prompts)]
-    t0 = time.time()
-    outs = eng.chat(convs)
-    dt = time.time() - t0
-    return {"tokens": sum(o.completion_tokens for o in outs), "wall_s": dt}
+    return _measure_engine(args, "hf")
 
 
 def measure_ray(args) -> dict:
