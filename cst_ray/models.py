@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 from importlib import util as importlib_util
 from pathlib import Path
 
@@ -31,7 +30,9 @@ _DONE = ".cst-ray-complete"
 def cache_root(cfg: ModelConfig | None = None) -> Path:
     if cfg is not None and cfg.cache_dir:
         return Path(cfg.cache_dir).expanduser()
-    return Path(os.environ.get("CST_RAY_CACHE", "~/.cache/cst-ray")).expanduser() / "models"
+    from cst_ray.runtime import cache_dir
+
+    return cache_dir() / "models"
 
 
 @contextlib.contextmanager

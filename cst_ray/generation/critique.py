@@ -136,8 +136,6 @@ class CritiqueChain(_EngineActor):
         self.principles = load_constitution(critique.constitution)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if isinstance(batch, dict):  # tolerate numpy/dict batches
-            batch = pa.table(batch)
         ids = batch.column("id").to_pylist()
         prompts = batch.column("prompt").to_pylist()
         sources = batch.column("source").to_pylist()
@@ -222,8 +220,6 @@ class Responder(_EngineActor):
         super().__init__(model_path, model_name, engine, threads, trust_remote_code, crash_marker)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if isinstance(batch, dict):
-            batch = pa.table(batch)
         rows = batch.to_pylist()
         convs = [[{"role": "system", "content": r["system"]}, {"role": "user", "content": r["prompt"]}] for r in rows]
         outs = self.engine.chat(convs)
