@@ -172,6 +172,10 @@ class TrainConfig:
     reference: Literal["separate", "adapter", "precomputed"] = "separate"
     lora: LoraConfig = field(default_factory=LoraConfig)
     checkpoint_every: int = 0  # steps; 0 = only at the end
+    # Where Ray Train keeps checkpoints: "" = <run_dir>/train/<method>/checkpoints, or a local
+    # path or URI (s3://bucket/prefix, gs://...) read through pyarrow filesystems. One
+    # sub-folder per method. Credentials come from the environment / instance identity only.
+    storage_path: str = ""
     keep_checkpoints: int = 2
     max_failures: int = 1
     seed: int = 0
@@ -199,6 +203,10 @@ class RayConfig:
 @dataclass
 class CSTConfig:
     run_dir: str = "runs/default"
+    # Optional mirror of the run directory at a URI (s3://, gs://, or a local path): each
+    # finished stage is uploaded there, and a stage found there but not locally is fetched
+    # before running, so a run can resume on a fresh machine.
+    run_uri: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     prompts: SystemPrompts = field(default_factory=SystemPrompts)
     data: DataConfig = field(default_factory=DataConfig)

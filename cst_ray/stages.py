@@ -196,7 +196,9 @@ def train(cfg: CSTConfig, methods: list[str] | None = None) -> dict:
             raise StageError(f"{pairs_file} not found; run `cst-ray pairs` first")
         pairs = pq.read_table(pairs_file).to_pylist()
         t0 = time.time()
-        st = run_training(cfg, pairs, model_path=model_path, out_dir=mdir, method=method.upper())
+        storage = f"{cfg.train.storage_path.rstrip('/')}/{method}" if cfg.train.storage_path else ""
+        st = run_training(cfg, pairs, model_path=model_path, out_dir=mdir, method=method.upper(),
+                          storage_path=storage)
         st["wall_s"] = round(time.time() - t0, 2)
         write_stats(mdir / "stats.json", st)
         fm = st["final_metrics"]
@@ -288,13 +290,42 @@ def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fetch_stage(cfg: CSTConfig, name: str) -> bool:
+    """Fetch a stage that is complete at `run_uri` but missing locally (resume elsewhere)."""
+    from cst_ray import storage
+
+    if not cfg.run_uri or is_complete(cfg, name) or not storage.exists(storage.join(cfg.run_uri, name, "stats.json")):
+        return False
+    n = storage.fetch_dir(storage.join(cfg.run_uri, name), str(stage_dir(cfg, name)))
+    _log(f"{name}: fetched {n} files from {storage.join(cfg.run_uri, name)}")
+    return True
+
+
+def upload_stage(cfg: CSTConfig, name: str) -> None:
+    """Mirror a finished stage to `run_uri` (training checkpoints have their own storage)."""
+    from cst_ray import storage
+
+    if cfg.run_uri and stage_dir(cfg, name).is_dir():
+        n = storage.copy_dir(str(stage_dir(cfg, name)), storage.join(cfg.run_uri, name), skip=("checkpoints",))
+        _log(f"{name}: uploaded {n} files to {storage.join(cfg.run_uri, name)}")
+
+
 def run_all(cfg: CSTConfig) -> dict:
-    """All stages into one run directory; stages already complete there are reused."""
+    """All stages into one run directory; stages already complete there (or at `run_uri`)
+    are reused."""
+    from cst_ray import storage
+
+    if cfg.run_uri and not cfg.train.storage_path:
+        # Checkpoints next to the mirrored run, so a killed job resumes from the bucket.
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, storage_path=storage.join(cfg.run_uri, "checkpoints")))
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(dump_yaml(cfg))
     times = {}
+    for name in ("prompts",):
+        fetch_stage(cfg, name)
     for name, fn in (("generate", generate), ("pairs", build_pairs), ("train", train), ("evaluate", evaluate)):
+        fetch_stage(cfg, name)
         if is_complete(cfg, name):
             _log(f"{name}: complete in {stage_dir(cfg, name)}, reused")
             times[name] = 0.0
@@ -302,7 +333,11 @@ def run_all(cfg: CSTConfig) -> dict:
         t0 = time.time()
         fn(cfg)
         times[name] = time.time() - t0
+        for done in (("prompts", name) if name == "generate" else (name,)):
+            upload_stage(cfg, done)
     report = json.loads((stage_dir(cfg, "evaluate") / "eval.json").read_text())
     (run / "summary.md").write_text(summary_markdown(cfg, report, times))
+    if cfg.run_uri:
+        storage.copy_dir(str(run), cfg.run_uri, skip=("prompts", *STAGES))
     _log(f"summary: {run / 'summary.md'}")
     return report

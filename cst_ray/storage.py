@@ -1,8 +1,14 @@
-"""Local paths and remote URIs (s3://, gs://, ...) through pyarrow filesystems."""
+"""Local paths and remote URIs (s3://, gs://, ...) through pyarrow filesystems.
+
+Credentials are never passed here: pyarrow and Ray read them from the environment
+(AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS, ...) or from the
+node's cloud identity, so they never end up in configs, logs or run directories.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -15,16 +21,68 @@ def resolve_storage(path: str) -> str:
     return path if is_uri(path) else str(Path(path).expanduser().resolve())
 
 
-def copy_dir(src: str, dst: str) -> None:
-    """Copy a local folder to a local path or a URI, replacing files of the same name."""
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def _fs(location: str):
     import pyarrow.fs as pafs
 
-    if not is_uri(dst):
-        import shutil
+    if is_uri(location):
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
 
+
+def exists(location: str) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, path = _fs(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_names(location: str) -> list[str]:
+    """Names of the entries directly under a folder (empty if it does not exist)."""
+    import pyarrow.fs as pafs
+
+    fs, path = _fs(location)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, recursive=False)))
+
+
+def _copy_tree(src: str, dst: str, skip: tuple[str, ...] = ()) -> int:
+    """Copy every file under `src` to `dst` (either may be a URI), except top-level entries in
+    `skip`. Files are copied one by one; each lands complete or not at all on object stores.
+    Returns the number of files copied."""
+    import pyarrow.fs as pafs
+
+    sfs, sroot = _fs(src)
+    dfs, droot = _fs(dst)
+    if sfs.get_file_info(sroot).type == pafs.FileType.NotFound:
+        return 0
+    n = 0
+    infos = sfs.get_file_info(pafs.FileSelector(sroot, recursive=True))
+    # The top-level stats.json marks a stage complete: it is copied last.
+    for info in sorted(infos, key=lambda i: (i.path == f"{sroot}/stats.json", i.path)):
+        rel = info.path[len(sroot):].lstrip("/")
+        if info.type != pafs.FileType.File or rel.split("/", 1)[0] in skip:
+            continue
+        target = f"{droot}/{rel}"
+        dfs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        pafs.copy_files(info.path, target, source_filesystem=sfs, destination_filesystem=dfs)
+        n += 1
+    return n
+
+
+def copy_dir(src: str, dst: str, skip: tuple[str, ...] = ()) -> int:
+    """Copy a local folder to a local path or a URI, replacing files of the same name."""
+    if not is_uri(dst) and not is_uri(src) and not skip:
         os.makedirs(dst, exist_ok=True)
         shutil.copytree(src, dst, dirs_exist_ok=True)
-        return
-    fs, root = pafs.FileSystem.from_uri(dst)
-    fs.create_dir(root, recursive=True)
-    pafs.copy_files(src, root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+        return sum(len(f) for _, _, f in os.walk(src))
+    return _copy_tree(src, dst, skip)
+
+
+def fetch_dir(src: str, dst: str) -> int:
+    """Copy a folder at a URI (or local path) into a local folder."""
+    return _copy_tree(src, dst)

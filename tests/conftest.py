@@ -41,3 +41,31 @@ def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None, t
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "cst_ray.cli", *args], cwd=cwd or ROOT, env=e,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A real S3-compatible server (moto) on loopback and an empty bucket; returns its s3:// URI.
+
+    The fake credentials and the endpoint go only into the environment, as a user's would.
+    """
+    import socket
+    import uuid
+
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "cst-test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cst-test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    import boto3
+
+    bucket = f"cst-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    yield f"s3://{bucket}"
+    server.stop()

@@ -130,8 +130,13 @@ def test_lora_zero3_overfits(ray_local, tiny_model_path, tmp_path):
     assert (Path(st["model_dir"]) / "model.safetensors").is_file()
 
 
-def test_whole_job_resume(tmp_path, tiny_model_path):
-    """Kill the whole job (driver + Ray) after a checkpoint; a re-run continues, not restarts."""
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_whole_job_resume(tmp_path, tiny_model_path, where, request):
+    """Kill the whole job (driver + Ray) after a checkpoint; a re-run continues, not restarts.
+    With `s3`, checkpoints live in a bucket on a real S3-compatible server (moto on loopback)."""
+    from cst_ray import storage
+
+    ckpt_base = storage.join(request.getfixturevalue("s3_bucket"), "ckpt") if where == "s3" else str(tmp_path / "ckpt")
     data = tmp_path / "pairs.json"
     data.write_text(json.dumps(_pairs(8)))
     script = tmp_path / "job.py"
@@ -144,20 +149,25 @@ from cst_ray.training.trainer import run_training
 if __name__ == "__main__":
     cfg = load_config(None, ["model.name_or_path=tiny-random-llama", "train.max_length=96", "train.precision=fp32",
                              "train.lr=1e-3", "train.warmup_ratio=0", "train.micro_batch_size=1", "train.max_steps=6",
-                             "train.checkpoint_every=2"])
+                             "train.checkpoint_every=2", "train.storage_path={ckpt_base}"])
     init_ray(cfg.ray)
     pairs = json.load(open({str(data)!r}))
-    run_training(cfg, pairs, model_path={tiny_model_path!r}, out_dir={str(tmp_path / 'out')!r})
+    run_training(cfg, pairs, model_path={tiny_model_path!r}, out_dir={str(tmp_path / 'out')!r},
+                 storage_path=cfg.train.storage_path)
 """)
     metrics = tmp_path / "out" / "metrics.jsonl"
+    run_root = storage.join(ckpt_base, "ray_train")
+
+    def complete_checkpoints():
+        return [n for n in storage.list_names(run_root)
+                if n.startswith("checkpoint_") and storage.exists(storage.join(run_root, n, "train_state.json"))]
+
     proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    ckpt_root = tmp_path / "out" / "checkpoints" / "ray_train"
     while time.time() < deadline:
         done = [json.loads(x)["step"] for x in metrics.read_text().splitlines()] if metrics.exists() else []
-        ckpts = [p for p in ckpt_root.glob("checkpoint_*") if p.is_dir() and (p / "train_state.json").exists()]
-        if ckpts and max(done, default=0) >= 3:
+        if max(done, default=0) >= 3 and complete_checkpoints():
             break
         assert proc.poll() is None, "job ended before it could be killed"
         time.sleep(0.5)
@@ -165,6 +175,8 @@ if __name__ == "__main__":
     proc.wait()
     steps_before = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
     assert max(steps_before) < 6
+    if where == "s3":
+        assert not (tmp_path / "ckpt").exists() and complete_checkpoints()
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed at step" in res.stdout + res.stderr

@@ -44,6 +44,7 @@ GENERATION_SCHEMA = pa.schema(
         ("principle", pa.string()),
         ("rounds", pa.int32()),
         ("model", pa.string()),
+        ("node_id", pa.string()),  # the Ray node whose actor generated the row
         ("prompt_tokens", pa.int32()),
         ("y0_tokens", pa.int32()),
         ("y1_tokens", pa.int32()),
@@ -97,6 +98,12 @@ def draw_principles(prompt_id: str, n: int, total: int, seed: int) -> list[int]:
     return rng.sample(range(total), k)
 
 
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 class _EngineActor:
     """Shared set-up: threads for CPU engines, then one engine for the actor's lifetime."""
 
@@ -107,6 +114,7 @@ class _EngineActor:
             set_cpu_threads(threads)
         self.engine = build_engine(model_path, engine, trust_remote_code=trust_remote_code)
         self.model_name = model_name
+        self.node_id = _node_id()
         # Fault-injection hook for the exactly-once tests: the first actor to finish a batch
         # exits hard, once per marker file.
         self._crash_marker = crash_marker
@@ -186,7 +194,7 @@ class CritiqueChain(_EngineActor):
                 prompt_id=ids[i], source=sources[i], prompt=prompts[i], system=self.s0,
                 y0=y0[i].text, critique=b["critiques"][-1], y1=y1.text,
                 critiques=b["critiques"], revisions=b["revisions"],
-                principle=b["principle"].name, rounds=len(b["revisions"]), model=self.model_name,
+                principle=b["principle"].name, rounds=len(b["revisions"]), model=self.model_name, node_id=self.node_id,
                 prompt_tokens=y0[i].prompt_tokens, y0_tokens=y0[i].completion_tokens,
                 y1_tokens=y1.completion_tokens, generated_tokens=b["gen"],
                 y0_finish=y0[i].finish_reason, y1_finish=y1.finish_reason,

@@ -94,6 +94,7 @@ class MapStats:
     prompt_tokens: int = 0
     wall_s: float = 0.0
     rejected_by_reason: dict = field(default_factory=dict)
+    rows_by_node: dict = field(default_factory=dict)  # actor placement, when rows carry node_id
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -191,6 +192,7 @@ def run_actor_map(
     rej_writer = ShardWriter(rej_dir, schema, rows_per_shard) if reject_column else None
     seen_out: set[str] = set()
     reasons: Counter = Counter()
+    by_node: Counter = Counter()
     prog = Progress(label, todo.num_rows, progress_interval_s)
     done_inputs = 0
     if todo.num_rows:
@@ -213,6 +215,8 @@ def run_actor_map(
                 if col in batch.column_names:
                     setattr(stats, col, getattr(stats, col) + int(pc.sum(batch.column(col)).as_py() or 0))
             done_inputs += len(set(batch.column(done_key).to_pylist()))
+            if "node_id" in batch.column_names:
+                by_node.update(batch.column("node_id").to_pylist())
             if reject_column:
                 rej = pc.not_equal(batch.column(reject_column), "")
                 rejected = batch.filter(rej)
@@ -229,6 +233,7 @@ def run_actor_map(
         rej_writer.flush()
     stats.wall_s = round(time.time() - t0, 3)
     stats.rejected_by_reason = dict(reasons)
+    stats.rows_by_node = dict(by_node)
     prog.update(done_inputs, stats.generated_tokens, force=True)
     return stats
 
