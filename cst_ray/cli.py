@@ -1,6 +1,7 @@
 """`cst-ray` command line: one subcommand per stage, plus `run` for all of them.
 
     cst-ray run --config configs/default.yaml [key.sub=value ...]
+    cst-ray experiment --config configs/experiment.yaml
     cst-ray generate|pairs|train|evaluate --config FILE [overrides]
     cst-ray judge --judge refusal --input rows.jsonl --output labelled.jsonl [--labels FIELD]
 
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         ("pairs", "CST mirrored pairs and DPO-baseline pairs"),
         ("train", "Ray Train + DeepSpeed ZeRO-3 DPO training"),
         ("evaluate", "S1 / S0 of the base and tuned models on held-out prompts"),
+        ("experiment", "base vs DPO baseline vs CST on the same data, with report.md/html"),
     ):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--config", "-c", default=None, help="YAML config (default: built-in defaults)")
@@ -79,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         from cst_ray.config import load_config
 
         cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides))
+        if args.command == "experiment":
+            from cst_ray.experiment import run_experiment
+
+            result = run_experiment(cfg)
+            print(json.dumps({k: result[k] for k in ("scores", "capability", "report")}, indent=2))
+            return 0
         fn = {"run": stages.run_all, "generate": stages.generate, "pairs": stages.build_pairs,
               "train": stages.train, "evaluate": stages.evaluate}[args.command]
         result = fn(cfg)

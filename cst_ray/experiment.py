@@ -1,0 +1,64 @@
+"""The paper's experiment: base model vs the DPO baseline (s1 pairs only) vs CST (mirrored
+pairs), trained and evaluated on the same data, seeds and held-out prompts.
+
+    <run_dir>/  ... the stages of `run` with train.methods = [dpo, cst] ...
+      capability/<model>.json      multiple-choice accuracy with 95% CI (same items per model)
+      report.md, report.html       tables, figures/*.png, example answers
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from cst_ray.config import CSTConfig
+from cst_ray.generation.pipeline import write_stats
+
+
+def _log(msg: str) -> None:
+    print(f"[cst-ray] {msg}", file=sys.stderr, flush=True)
+
+
+def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
+    """Capability scores per model; each model's file is written once and reused on re-runs."""
+    from cst_ray.evaluation.capability import capability_scores
+
+    out = Path(cfg.run_dir) / "capability"
+    out.mkdir(parents=True, exist_ok=True)
+    result = {}
+    for name, path in models.items():
+        f = out / f"{name}.json"
+        if f.is_file():
+            result[name] = json.loads(f.read_text())
+            continue
+        t0 = time.time()
+        scores = capability_scores(path, cfg.eval.capability_tasks, limit=cfg.eval.capability_limit,
+                                   seed=cfg.data.seed, samples=cfg.eval.bootstrap_samples)
+        f.write_text(json.dumps(scores, indent=2) + "\n")
+        result[name] = scores
+        _log(f"capability[{name}]: " + "  ".join(f"{t}={s['value']:.3f}" for t, s in scores.items())
+             + f" ({time.time() - t0:.0f}s)")
+    write_stats(out / "stats.json", {"tasks": cfg.eval.capability_tasks, "limit": cfg.eval.capability_limit,
+                                     "models": list(models)})
+    return result
+
+
+METHODS = ["dpo", "cst"]  # the DPO baseline (s1 pairs only) and CST (mirrored pairs)
+
+
+def run_experiment(cfg: CSTConfig) -> dict:
+    from cst_ray.models import resolve_model
+    from cst_ray.report import write_report
+    from cst_ray.stages import run_all, stage_dir
+
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, methods=list(METHODS)))
+    report = run_all(cfg)
+    models = {"base": resolve_model(cfg.model),
+              **{m: str((stage_dir(cfg, "train") / m / "model").resolve()) for m in METHODS}}
+    cap = capability(cfg, models) if cfg.eval.capability_tasks else {}
+    paths = write_report(cfg, report, cap)
+    _log(f"experiment report: {paths['md']} and {paths['html']}")
+    return {"scores": report["scores"], "capability": cap, "report": paths}
