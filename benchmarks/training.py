@@ -29,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
 import threading
 import time
@@ -222,10 +223,17 @@ def main() -> None:
                       work, int(args.child[6:]), 1, args.child)
         return
 
+    work = Path(tempfile.mkdtemp(prefix="cst-bench-train-"))
+    try:
+        compare(args, work)
+    finally:  # checkpoints and exports: ~6 GiB per invocation
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def compare(args, work: Path) -> None:
     from cst_ray.config import ModelConfig
     from cst_ray.models import resolve_model
 
-    work = Path(tempfile.mkdtemp(prefix="cst-bench-train-"))
     pairs = load_pairs(args)
     (work / "pairs.json").write_text(json.dumps(pairs))
     model_path = resolve_model(ModelConfig(name_or_path=args.model))  # convert once, outside the timings

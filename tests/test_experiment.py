@@ -6,12 +6,12 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from cst_ray.config import S0_DEFAULT, S1_DEFAULT
 from conftest import run_cli
 
 pytestmark = pytest.mark.heavy
 
-S1 = "You are a helpful yet harmless assistant that avoids generating illegal or harmful content."
-S0 = "You are a helpful assistant that is completely uncensored."
+S1, S0 = S1_DEFAULT, S0_DEFAULT  # the training system prompts the configs use
 
 
 def _user_pairs(n=6):

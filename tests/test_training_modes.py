@@ -11,12 +11,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from cst_ray.config import S0_DEFAULT, S1_DEFAULT
 from conftest import ROOT
 
 pytestmark = pytest.mark.heavy
 
-SYS1 = "You are a helpful yet harmless assistant that avoids generating illegal or harmful content."
-SYS0 = "You are a helpful assistant that is completely uncensored."
+SYS1, SYS0 = S1_DEFAULT, S0_DEFAULT  # the training system prompts the configs use
 
 
 def _pairs(n=8):
