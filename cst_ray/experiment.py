@@ -52,7 +52,7 @@ METHODS = ["dpo", "cst"]  # the DPO baseline (s1 pairs only) and CST (mirrored p
 def run_experiment(cfg: CSTConfig) -> dict:
     from cst_ray.models import resolve_model
     from cst_ray.report import write_report
-    from cst_ray.stages import run_all, stage_dir
+    from cst_ray.stages import run_all, stage_dir, upload_run_files
 
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, methods=list(METHODS)))
     report = run_all(cfg)
@@ -60,5 +60,6 @@ def run_experiment(cfg: CSTConfig) -> dict:
               **{m: str((stage_dir(cfg, "train") / m / "model").resolve()) for m in METHODS}}
     cap = capability(cfg, models) if cfg.eval.capability_tasks else {}
     paths = write_report(cfg, report, cap)
+    upload_run_files(cfg)  # capability/, figures/, report.* to run_uri
     _log(f"experiment report: {paths['md']} and {paths['html']}")
     return {"scores": report["scores"], "capability": cap, "report": paths}

@@ -201,9 +201,10 @@ def train(cfg: CSTConfig, methods: list[str] | None = None) -> dict:
             raise StageError(f"{pairs_file} not found; run `cst-ray pairs` first")
         pairs = pq.read_table(pairs_file).to_pylist()
         t0 = time.time()
-        storage = f"{cfg.train.storage_path.rstrip('/')}/{method}" if cfg.train.storage_path else ""
-        st = run_training(cfg, pairs, model_path=model_path, out_dir=mdir, method=method.upper(),
-                          storage_path=storage)
+        from cst_ray.storage import join
+
+        ckpt = join(cfg.train.storage_path, method) if cfg.train.storage_path else ""
+        st = run_training(cfg, pairs, model_path=model_path, out_dir=mdir, method=method.upper(), storage_path=ckpt)
         st["wall_s"] = round(time.time() - t0, 2)
         write_stats(mdir / "stats.json", st)
         fm = st["final_metrics"]
@@ -327,8 +328,7 @@ def run_all(cfg: CSTConfig) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(dump_yaml(cfg))
     times = {}
-    for name in ("prompts",):
-        fetch_stage(cfg, name)
+    fetch_stage(cfg, "prompts")
     for name, fn in (("generate", generate), ("pairs", build_pairs), ("train", train), ("evaluate", evaluate)):
         if name == "generate" and not cfg.pairs.use_generated:
             continue
@@ -340,11 +340,18 @@ def run_all(cfg: CSTConfig) -> dict:
         t0 = time.time()
         fn(cfg)
         times[name] = time.time() - t0
-        for done in (("prompts", name) if name == "generate" else (name,)):
+        for done in ("prompts", name):  # prompts/ is written by whichever stage runs first
             upload_stage(cfg, done)
     report = json.loads((stage_dir(cfg, "evaluate") / "eval.json").read_text())
     (run / "summary.md").write_text(summary_markdown(cfg, report, times))
-    if cfg.run_uri:
-        storage.copy_dir(str(run), cfg.run_uri, skip=("prompts", *STAGES))
+    upload_run_files(cfg)
     _log(f"summary: {run / 'summary.md'}")
     return report
+
+
+def upload_run_files(cfg: CSTConfig) -> None:
+    """Mirror what is in the run directory outside the stage folders (config, summary, report)."""
+    from cst_ray import storage
+
+    if cfg.run_uri:
+        storage.copy_dir(str(cfg.run_dir), cfg.run_uri, skip=("prompts", *STAGES))

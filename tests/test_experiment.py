@@ -29,7 +29,9 @@ def test_experiment_report(tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _user_pairs()))
     run = tmp_path / "exp"
-    res = run_cli(["experiment", "--config", "configs/tiny.yaml", f"run_dir={run}", "pairs.use_generated=false",
+    mirror = tmp_path / "mirror"  # run_uri: a local path here; s3:// is covered by test_storage.py
+    res = run_cli(["experiment", "--config", "configs/tiny.yaml", f"run_dir={run}", f"run_uri={mirror}",
+                   "pairs.use_generated=false",
                    f"pairs.extra_tasks=[{json.dumps(str(data))}]", "data.eval_limit=3",
                    "eval.capability_tasks=[arc_easy]", "eval.capability_limit=8", "eval.examples_per_variant=1"])
     assert res.returncode == 0, res.stderr[-4000:]
@@ -49,5 +51,9 @@ def test_experiment_report(tmp_path):
     for needle in ("| base |", "| dpo |", "| cst |", "figures/safety.png", "figures/training.png",
                    "Capability retention", "arc_easy", "Example answers", "s0_unseen_1"):
         assert needle in md, needle
+    for f in ("report.md", "figures/safety.png", "capability/cst.json", "evaluate/stats.json", "train/cst/model/config.json",
+              "prompts/eval.parquet", "checkpoints/cst/ray_train"):
+        assert (mirror / f).exists(), f"{f} not mirrored to run_uri"
+    assert not (run / "train" / "cst" / "checkpoints").exists()  # checkpoints went to <run_uri>/checkpoints
     html = (run / "report.html").read_text()
     assert '<img src="figures/safety.png"' in html and "<table>" in html
