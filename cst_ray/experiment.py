@@ -10,33 +10,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 from cst_ray.config import CSTConfig
 from cst_ray.generation.pipeline import write_stats
-
-
-def _log(msg: str) -> None:
-    print(f"[cst-ray] {msg}", file=sys.stderr, flush=True)
+from cst_ray.stages import _log
 
 
 def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
     """Capability scores per model; each model's file is written once and reused on re-runs."""
-    from cst_ray.evaluation.capability import capability_scores
+    from cst_ray.evaluation.capability import capability_scores, load_tasks
 
     out = Path(cfg.run_dir) / "capability"
     out.mkdir(parents=True, exist_ok=True)
     result = {}
+    items = None  # read and drawn once, only if some model still needs scoring
     for name, path in models.items():
         f = out / f"{name}.json"
         if f.is_file():
             result[name] = json.loads(f.read_text())
             continue
         t0 = time.time()
-        scores = capability_scores(path, cfg.eval.capability_tasks, limit=cfg.eval.capability_limit,
-                                   seed=cfg.data.seed, samples=cfg.eval.bootstrap_samples)
+        if items is None:
+            items = load_tasks(cfg.eval.capability_tasks, limit=cfg.eval.capability_limit, seed=cfg.data.seed)
+        scores = capability_scores(path, items, seed=cfg.data.seed, samples=cfg.eval.bootstrap_samples)
         f.write_text(json.dumps(scores, indent=2) + "\n")
         result[name] = scores
         _log(f"capability[{name}]: " + "  ".join(f"{t}={s['value']:.3f}" for t, s in scores.items())

@@ -28,6 +28,7 @@ from cst_ray.data.sources import read_prompts, split_by_id
 from cst_ray.generation.pipeline import read_shards, run_actor_map, write_stats
 from cst_ray.errors import StageError
 from cst_ray.models import resolve_model
+from cst_ray.storage import join as storage_join
 
 STAGES = ("generate", "pairs", "train", "evaluate")
 
@@ -201,9 +202,7 @@ def train(cfg: CSTConfig, methods: list[str] | None = None) -> dict:
             raise StageError(f"{pairs_file} not found; run `cst-ray pairs` first")
         pairs = pq.read_table(pairs_file).to_pylist()
         t0 = time.time()
-        from cst_ray.storage import join
-
-        ckpt = join(cfg.train.storage_path, method) if cfg.train.storage_path else ""
+        ckpt = storage_join(cfg.train.storage_path, method) if cfg.train.storage_path else ""
         st = run_training(cfg, pairs, model_path=model_path, out_dir=mdir, method=method.upper(), storage_path=ckpt)
         st["wall_s"] = round(time.time() - t0, 2)
         write_stats(mdir / "stats.json", st)

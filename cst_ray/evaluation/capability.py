@@ -121,22 +121,22 @@ def score_items(model, tok, items: list[MCItem], batch_size: int = 16) -> list[b
     return [max(range(len(it.choices)), key=lambda j: scores[(i, j)]) == it.answer for i, it in enumerate(items)]
 
 
-def capability_scores(model_path: str, tasks: list[str], *, limit: int, seed: int = 0, samples: int = 1000,
-                      dtype: str = "float32", threads: int = 0) -> dict:
-    """{task: Score.as_dict()} for one model (same items for every model: same seed and limit)."""
+def load_tasks(tasks: list[str], *, limit: int, seed: int = 0) -> dict[str, list[MCItem]]:
+    """The items of every task, read once and scored for every model."""
+    return {t: load_task(t, limit, seed) for t in tasks}
+
+
+def capability_scores(model_path: str, items: dict[str, list[MCItem]], *, seed: int = 0, samples: int = 1000,
+                      dtype: str = "float32") -> dict:
+    """{task: Score.as_dict()} for one model over `items` (from `load_tasks`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cst_ray.evaluation.safety import bootstrap_share
 
-    if threads:
-        torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
     if torch.cuda.is_available():
         model = model.cuda()
-    out = {}
-    for task in tasks:
-        hits = score_items(model, tok, load_task(task, limit, seed))
-        out[task] = bootstrap_share(hits, samples=samples, seed=seed).as_dict()
-    return out
+    return {task: bootstrap_share(score_items(model, tok, its), samples=samples, seed=seed).as_dict()
+            for task, its in items.items()}
