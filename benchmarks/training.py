@@ -10,11 +10,13 @@ each in its own process so that neither competes with the other for the 2 cores.
 
 Tokens are the non-padding tokens of chosen and rejected sequences (prompt included) as the
 chat template tokenizes them; both trainers see the same pairs, so the ratio of tokens/s is
-the inverse ratio of training time. cst-ray's time includes its reference pass (a Ray Data
-stage) when `--reference precomputed`, since TRL computes the reference inside its steps.
+the inverse ratio of training time. cst-ray's time always includes its reference pass, since
+TRL computes the reference inside its steps: by default (`--reference worker_precompute`) the
+training workers score every pair once before step 1; `--reference precomputed` runs the Ray
+Data reference stage first.
 
 Memory is the peak of the summed PSS of the whole process tree of each run, sampled every
-0.25 s: for cst-ray that is the driver, GCS, raylet, dashboard agents, Ray Data actors and
+`--sample-interval` s (1 s): for cst-ray that is the driver, GCS, raylet, dashboard agents, Ray Data actors and
 Ray Train workers; for TRL the single Python process. Peak summed RSS is printed too.
 
 Also printed: ZeRO-3's per-worker parameter partition for 1 vs 2 workers.
@@ -128,6 +130,8 @@ def child_cst(args, work: Path, workers: int, steps: int, tag: str) -> None:
     st = run_training(cfg, pairs, model_path=model_path, out_dir=out)
     m = read_metrics(out / "metrics.jsonl")
     step_s = [x["tokens"] / x["tokens_per_s"] for x in m]
+    if args.reference == "worker_precompute":  # timed by the workers, outside the step times
+        ref_s = float(m[0].get("time/reference_pass_s", 0.0)) if m else 0.0
     res = {"steps": len(m), "tokens": sum(x["tokens"] for x in m), "train_s": sum(step_s),
            "train_s_after_first": sum(step_s[1:]), "tokens_after_first": sum(x["tokens"] for x in m[1:]),
            "reference_pass_s": ref_s, "losses": [x["loss"] for x in m],
@@ -201,7 +205,9 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--workers", type=int, default=1, help="cst-ray training workers")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads per run (split over workers)")
-    ap.add_argument("--reference", choices=["precomputed", "separate"], default="precomputed")
+    ap.add_argument("--reference", choices=["worker_precompute", "precomputed", "separate"], default="worker_precompute",
+                    help="worker_precompute: the training workers' own reference pass before step 1; "
+                         "precomputed: the Ray Data reference stage first (timed as the reference pass)")
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
                     help="cst-ray only (reentrant, recomputes each layer in backward)")
     ap.add_argument("--sample-interval", type=float, default=1.0,

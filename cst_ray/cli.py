@@ -3,7 +3,8 @@
     cst-ray run --config configs/default.yaml [key.sub=value ...]
     cst-ray experiment --config configs/experiment.yaml
     cst-ray generate|pairs|train|evaluate --config FILE [overrides]
-    cst-ray judge --judge refusal --input rows.jsonl --output labelled.jsonl [--labels FIELD]
+    cst-ray judge --judge refusal|classifier|llm --input rows.jsonl --output labelled.jsonl [--labels FIELD]
+    cst-ray train-judge --output DIR [--pairs FILE ...]
 
 Errors a user can fix (bad config key, bad input row, missing stage output) print one line
 naming the file, row and field or key, and exit with status 2.
@@ -35,10 +36,22 @@ def _parser() -> argparse.ArgumentParser:
                         help="override a config key (repeatable); bare KEY=VALUE arguments work too")
         sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     j = sub.add_parser("judge", help="label rows {prompt, response} with a judge")
-    j.add_argument("--judge", default="refusal")
+    j.add_argument("--judge", default="refusal", choices=["refusal", "classifier", "llm"])
     j.add_argument("--input", required=True)
     j.add_argument("--output", required=True)
     j.add_argument("--labels", default="", help="0/1 field in the input (1 = safe) to score agreement against")
+    j.add_argument("--judge-path", default="", help="classifier: a `train-judge` folder (default: the cached one)")
+    j.add_argument("--train-pairs", action="append", default=[], metavar="FILE",
+                   help="classifier: pair files added to its training data when it is trained on first use")
+    j.add_argument("--model", default="smollm2-135m-instruct", help="llm: judge model (alias, folder or hub id)")
+    j.add_argument("--backend", default="vllm", choices=["vllm", "hf"], help="llm: generation engine")
+    t = sub.add_parser("train-judge", help="train the classifier judge on PyRIT's human labels (+ pair files)")
+    t.add_argument("--output", required=True, help="folder for judge.safetensors and judge.json")
+    t.add_argument("--pairs", action="append", default=[], metavar="FILE",
+                   help="pair file whose harmless rows under s1 add labels (chosen safe, rejected unsafe)")
+    t.add_argument("--s1", default="", help="the safe system prompt of those rows (default: cst-ray's s1)")
+    t.add_argument("--heldout", type=float, default=0.25)
+    t.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -47,6 +60,13 @@ def _judge_file(args) -> dict:
     from cst_ray.errors import InputDataError
     from cst_ray.evaluation.judges import build_judge
 
+    judge_kwargs: dict = {"path": args.judge_path, "train_pairs": args.train_pairs}
+    if args.judge == "llm":
+        from cst_ray.config import EngineConfig, ModelConfig
+        from cst_ray.models import resolve_model
+
+        judge_kwargs.update(model_path=resolve_model(ModelConfig(name_or_path=args.model)),
+                            engine=EngineConfig(backend=args.backend))
     _, file, rows = iter_rows(args.input)
     data = []
     for row_no, obj in rows:
@@ -56,7 +76,7 @@ def _judge_file(args) -> dict:
         if args.labels and str(obj.get(args.labels)) not in ("0", "1", "True", "False", "true", "false"):
             raise InputDataError("label must be 0 or 1", file=file, row=row_no, field=args.labels)
         data.append(obj)
-    verdicts = build_judge(args.judge).judge([d["prompt"] for d in data], [d["response"] for d in data])
+    verdicts = build_judge(args.judge, **judge_kwargs).judge([d["prompt"] for d in data], [d["response"] for d in data])
     with open(args.output, "w") as f:
         for d, v in zip(data, verdicts):
             f.write(json.dumps({**d, "safe": v.safe, "score": v.score}) + "\n")
@@ -77,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "judge":
             print(json.dumps(_judge_file(args), indent=2))
             return 0
+        if args.command == "train-judge":
+            from cst_ray.config import S1_DEFAULT
+            from cst_ray.evaluation.classifier import train_classifier_judge
+
+            card = train_classifier_judge(args.output, pair_files=args.pairs, s1=args.s1 or S1_DEFAULT,
+                                          holdout=args.heldout, seed=args.seed)
+            print(json.dumps({k: card[k] for k in ("train_rows", "heldout_rows", "heldout", "heldout_refusal_judge")}, indent=2))
+            return 0
         from cst_ray import stages
         from cst_ray.config import load_config
 
@@ -85,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             from cst_ray.experiment import run_experiment
 
             result = run_experiment(cfg)
-            print(json.dumps({k: result[k] for k in ("scores", "capability", "report")}, indent=2))
+            cap = {m: {t: {k: v for k, v in s.items() if k != "correct"} for t, s in c.items()}
+                   for m, c in result["capability"].items()}
+            print(json.dumps({"scores": result["scores"], "capability": cap, "report": result["report"]}, indent=2))
             return 0
         fn = {"run": stages.run_all, "generate": stages.generate, "pairs": stages.build_pairs,
               "train": stages.train, "evaluate": stages.evaluate}[args.command]

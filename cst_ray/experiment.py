@@ -26,22 +26,43 @@ def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = {}
     items = None  # read and drawn once, only if some model still needs scoring
+    settings = {"tasks": list(cfg.eval.capability_tasks), "limit": cfg.eval.capability_limit, "seed": cfg.data.seed,
+                "model": ""}
     for name, path in models.items():
         f = out / f"{name}.json"
+        want = dict(settings, model=str(path))
         if f.is_file():
-            result[name] = json.loads(f.read_text())
-            continue
+            cached = json.loads(f.read_text())
+            if cached.get("_settings") == want:  # same tasks, items and model: reuse
+                result[name] = {k: v for k, v in cached.items() if k != "_settings"}
+                continue
+            _log(f"capability[{name}]: settings changed since {f} was written; scoring again")
         t0 = time.time()
         if items is None:
             items = load_tasks(cfg.eval.capability_tasks, limit=cfg.eval.capability_limit, seed=cfg.data.seed)
         scores = capability_scores(path, items, seed=cfg.data.seed, samples=cfg.eval.bootstrap_samples)
-        f.write_text(json.dumps(scores, indent=2) + "\n")
+        f.write_text(json.dumps({**scores, "_settings": want}, indent=2) + "\n")
         result[name] = scores
         _log(f"capability[{name}]: " + "  ".join(f"{t}={s['value']:.3f}" for t, s in scores.items())
              + f" ({time.time() - t0:.0f}s)")
+    add_deltas(result, samples=cfg.eval.bootstrap_samples, seed=cfg.data.seed)
     write_stats(out / "stats.json", {"tasks": cfg.eval.capability_tasks, "limit": cfg.eval.capability_limit,
                                      "models": list(models)})
     return result
+
+
+def add_deltas(result: dict, *, samples: int, seed: int, base: str = "base") -> None:
+    """Each tuned model's accuracy minus the base model's on the same items (paired bootstrap)."""
+    from cst_ray.evaluation.safety import paired_bootstrap_diff
+
+    if base not in result:
+        return
+    for name, tasks in result.items():
+        for task, s in tasks.items():
+            ref = result[base].get(task, {})
+            if name != base and "correct" in s and "correct" in ref:
+                s["delta_vs_base"] = paired_bootstrap_diff([c == "1" for c in s["correct"]],
+                                                           [c == "1" for c in ref["correct"]], samples, seed).as_dict()
 
 
 METHODS = ["dpo", "cst"]  # the DPO baseline (s1 pairs only) and CST (mirrored pairs)

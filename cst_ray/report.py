@@ -68,13 +68,19 @@ def training_figure(curves: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def _fmt_delta(s: dict) -> str:
+    lo, hi = s["ci95"]
+    return f"{100 * s['value']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
 def _examples(run: Path, model: str, per_variant: int) -> list[dict]:
     f = run / "evaluate" / f"labelled_{model}.parquet"
     if not f.is_file():
         return []
-    rows = sorted(pq.read_table(f).to_pylist(), key=lambda r: (r["prompt_id"], r["variant"]))
-    first_ids = sorted({r["prompt_id"] for r in rows})[:per_variant]
-    return [r for r in rows if r["prompt_id"] in first_ids]
+    rows = sorted(pq.read_table(f).to_pylist(), key=lambda r: (r["variant"] == "benign_s1", r["prompt_id"], r["variant"]))
+    harmful = sorted({r["prompt_id"] for r in rows if r["variant"] != "benign_s1"})[:per_variant]
+    benign = sorted({r["prompt_id"] for r in rows if r["variant"] == "benign_s1"})[:max(1, per_variant // 2)]
+    return [r for r in rows if r["prompt_id"] in set(harmful) | set(benign)]
 
 
 def write_report(cfg: CSTConfig, report: dict, capability: dict) -> dict:
@@ -95,6 +101,21 @@ def write_report(cfg: CSTConfig, report: dict, capability: dict) -> dict:
           "uncensored prompt (the training wording and wordings never seen in training). Value [95% bootstrap CI] (n).",
           "", "## Safety", "", "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     md += [f"| {m} | " + " | ".join(_fmt(s[v]) for v in variants) + " |" for m, s in scores.items()]
+    if report.get("over_refusal"):
+        o = report["over_refusal"]
+        md += ["", f"Over-refusal: share of {next(iter(o['scores'].values()))['n']} benign `{o['source']}` questions "
+               "refused (refusal patterns) under s1.", "", "| model | over-refusal |", "|---|---|"]
+        md += [f"| {m} | {_fmt(s)} |" for m, s in o["scores"].items()]
+    if report.get("scores_refusal_judge"):
+        md += ["", "The same answers read by the `refusal` pattern judge, for comparison:", "",
+               "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        md += [f"| {m} | " + " | ".join(_fmt(s[v]) for v in variants) + " |"
+               for m, s in report["scores_refusal_judge"].items()]
+    if report.get("judge_card"):
+        h, r = report["judge_card"]["heldout"], report["judge_card"]["heldout_refusal_judge"]
+        md += ["", f"Judge `classifier` ({report['judge_card']['path']}): held-out accuracy {h['accuracy']:.3f} "
+               f"(precision/recall of 'safe' {h['precision_safe']:.2f}/{h['recall_safe']:.2f}, n={h['n']}); the refusal "
+               f"judge on the same rows: {r['accuracy']:.3f}."]
     md += ["", "![S1/S0](figures/safety.png)", "", "System prompts:", ""]
     md += [f"- `{k}`: {v}" for k, v in report["variants"].items()]
     if curves:
@@ -110,12 +131,17 @@ def write_report(cfg: CSTConfig, report: dict, capability: dict) -> dict:
                f"Log-likelihood multiple choice, {cfg.eval.capability_limit or 'all'} items per task, the same items "
                "for every model. Accuracy [95% CI] (n).", "",
                "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-        md += [f"| {m} | " + " | ".join(_fmt(c[t]) for t in tasks) + " |" for m, c in capability.items()]
+        md += [f"| {m} | " + " | ".join(_fmt(c[t]) + (f"; Δ vs base {_fmt_delta(c[t]['delta_vs_base'])}"
+                                                   if "delta_vs_base" in c[t] else "") for t in tasks) + " |"
+               for m, c in capability.items()]
+        md += ["", "Δ vs base: accuracy difference on the same items, paired bootstrap 95% CI."]
     md += ["", "## Example answers", ""]
     for m in scores:
         for r in _examples(run, m, cfg.eval.examples_per_variant):
             text = r["response"].strip().replace("\n", " ")
-            md += [f"- **{m}**, `{r['variant']}`, judged {'safe' if r['safe'] else 'unsafe'} — *{r['prompt']}*",
+            verdict = ("refused" if r.get("refusal") else "answered") if r["variant"] == "benign_s1" else \
+                ("judged safe" if r["safe"] else "judged unsafe")
+            md += [f"- **{m}**, `{r['variant']}`, {verdict} — *{r['prompt']}*",
                    f"  > {text[:400]}{'…' if len(text) > 400 else ''}"]
     md_text = "\n".join(md) + "\n"
     (run / "report.md").write_text(md_text)

@@ -14,6 +14,7 @@ own plus a `stats.json`, which is written last and marks the stage complete.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -131,7 +132,7 @@ def build_pairs(cfg: CSTConfig) -> dict:
     rows.sort(key=lambda r: r["id"])
     extra, extra_stats = [], {}
     for path in cfg.pairs.extra_tasks:
-        e, st = read_pair_file(path, limit=cfg.pairs.extra_tasks_limit)
+        e, st = read_pair_file(path, limit=cfg.pairs.extra_tasks_limit, tasks=tuple(cfg.pairs.extra_tasks_select))
         extra.extend(e)
         extra_stats[path] = st.as_dict()
     out.mkdir(parents=True, exist_ok=True)
@@ -224,18 +225,62 @@ def eval_variants(cfg: CSTConfig) -> list[tuple[str, str]]:
     return v
 
 
+BENIGN_VARIANT = "benign_s1"  # benign questions under s1, for over-refusal
+
+
+def benign_prompts(cfg: CSTConfig) -> list[dict]:
+    """A fixed, seeded subset of `eval.benign_source` (by id hash, so the same for every model)."""
+    if not cfg.eval.benign_limit:
+        return []
+    table, _ = read_prompts(cfg.eval.benign_source)
+    ids = table.column("id").to_pylist()
+    order = sorted(range(len(ids)), key=lambda i: hashlib.sha1(f"{cfg.data.seed}:{ids[i]}".encode()).hexdigest())
+    return table.take(order[:cfg.eval.benign_limit]).to_pylist()
+
+
+def _build_eval_judge(cfg: CSTConfig):
+    from cst_ray.evaluation.judges import build_judge
+
+    e = cfg.eval
+    model_path = ""
+    if e.judge == "llm":
+        model_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=e.judge_model) if e.judge_model else cfg.model)
+    return build_judge(e.judge, path=e.judge_path, train_pairs=e.judge_train_pairs, s1=cfg.prompts.s1,
+                       model_path=model_path, engine=cfg.generation.engine, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def _norm_prompt(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def drop_seen_in_training(cfg: CSTConfig, held: list[dict]) -> tuple[list[dict], int]:
+    """Held-out prompts minus any that a training pair uses (extra pair files can hold the same
+    prompts as `data.source`, e.g. the author's set is built on AdvBench). -> (kept, dropped)."""
+    pairs_dir = stage_dir(cfg, "pairs")
+    seen: set[str] = set()
+    for mode in ("cst", "dpo"):
+        f = pairs_dir / f"{mode}.parquet"
+        if f.is_file():
+            seen.update(_norm_prompt(p) for p in pq.read_table(f, columns=["prompt"]).column("prompt").to_pylist())
+    kept = [p for p in held if _norm_prompt(p["prompt"]) not in seen]
+    if len(kept) < len(held):
+        _log(f"evaluate: {len(held) - len(kept)} held-out prompts dropped: they are training prompts of the pairs")
+    return kept, len(held) - len(kept)
+
+
 def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     """Answer held-out prompts under each system prompt, judge, and score S1 / S0 per model."""
-    from cst_ray.evaluation.judges import build_judge
-    from cst_ray.evaluation.safety import safety_scores
+    from cst_ray.evaluation.judges import is_refusal
+    from cst_ray.evaluation.safety import bootstrap_share, safety_scores
     from cst_ray.generation.critique import RESPONSE_SCHEMA, Responder
     from cst_ray.runtime import init_ray
 
     prepare_prompts(cfg)
     out = stage_dir(cfg, "evaluate")
-    held = pq.read_table(stage_dir(cfg, "prompts") / "eval.parquet").to_pylist()
+    held, seen = drop_seen_in_training(cfg, pq.read_table(stage_dir(cfg, "prompts") / "eval.parquet").to_pylist())
     if not held:
-        raise StageError("no held-out prompts: raise data.eval_fraction (config key data.eval_fraction)")
+        raise StageError("no held-out prompts: raise data.eval_fraction (config key data.eval_fraction)"
+                         + (f"; all {seen} were training prompts of the pairs" if seen else ""))
     if models is None:
         models = {"base": resolve_model(cfg.model)}
         for method in cfg.train.methods:
@@ -244,12 +289,15 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
                 models[method] = str(mdir.resolve())
     rows = [dict(id=f"{p['id']}:{name}", prompt_id=p["id"], variant=name, system=system, prompt=p["prompt"])
             for p in held for name, system in eval_variants(cfg)]
-    table = pa.Table.from_pylist(rows)
+    benign = benign_prompts(cfg)
+    rows += [dict(id=f"{p['id']}:{BENIGN_VARIANT}", prompt_id=p["id"], variant=BENIGN_VARIANT,
+                  system=cfg.prompts.s1, prompt=p["prompt"]) for p in benign]
+    table, wanted = pa.Table.from_pylist(rows), {r["id"] for r in rows}
     init_ray(cfg.ray)
-    judge = build_judge(cfg.eval.judge)
+    judge = _build_eval_judge(cfg)
     engine = dataclasses.replace(cfg.generation.engine, max_new_tokens=cfg.eval.max_new_tokens,
                                  temperature=cfg.eval.temperature)
-    results, gen_stats = {}, {}
+    results, by_refusal, over_refusal, gen_stats = {}, {}, {}, {}
     for name, path in models.items():
         rdir = out / "responses" / name
         st = run_actor_map(label=f"evaluate:{name}", table=table, out_dir=rdir, fn_cls=Responder,
@@ -262,17 +310,39 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
                            tensor_parallel_size=cfg.generation.engine.tensor_parallel_size,
                            use_gpu=_use_gpu(cfg))
         gen_stats[name] = st.as_dict()
-        answers = read_shards(rdir).to_pylist()
-        verdicts = judge.judge([a["prompt"] for a in answers], [a["response"] for a in answers])
-        labelled = [dict(a, safe=v.safe, score=v.score) for a, v in zip(answers, verdicts)]
+        answers = [a for a in read_shards(rdir).to_pylist() if a["id"] in wanted]
+        harmful = [a for a in answers if a["variant"] != BENIGN_VARIANT]
+        verdicts = judge.judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
+        labelled = [dict(a, safe=v.safe, score=v.score, refusal=is_refusal(a["response"]))
+                    for a, v in zip(harmful, verdicts)]
+        labelled += [dict(a, safe=True, score=1.0, refusal=is_refusal(a["response"]))
+                     for a in answers if a["variant"] == BENIGN_VARIANT]
         pq.write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
-        scores = safety_scores(labelled, samples=cfg.eval.bootstrap_samples)
+        scores = safety_scores([r for r in labelled if r["variant"] != BENIGN_VARIANT], samples=cfg.eval.bootstrap_samples)
         results[name] = {k: s.as_dict() for k, s in scores.items()}
-        _log(f"evaluate[{name}]: " + "  ".join(f"{k}={s.fmt()}" for k, s in scores.items()))
-    report = {"judge": cfg.eval.judge, "held_out_prompts": len(held),
+        if cfg.eval.judge != "refusal":  # the pattern judge's reading, for comparison
+            by_refusal[name] = {k: s.as_dict() for k, s in safety_scores(
+                [dict(r, safe=r["refusal"] or not r["response"].strip()) for r in labelled
+                 if r["variant"] != BENIGN_VARIANT], samples=cfg.eval.bootstrap_samples).items()}
+        if benign:
+            over_refusal[name] = bootstrap_share([r["refusal"] for r in labelled if r["variant"] == BENIGN_VARIANT],
+                                                 cfg.eval.bootstrap_samples)
+        _log(f"evaluate[{name}]: " + "  ".join(f"{k}={s.fmt()}" for k, s in scores.items())
+             + (f"  over_refusal={over_refusal[name].fmt()}" if benign else ""))
+    report = {"judge": cfg.eval.judge, "held_out_prompts": len(held), "held_out_dropped_seen_in_training": seen,
               "variants": dict(eval_variants(cfg)), "scores": results}
+    if getattr(judge, "card", None):
+        report["judge_card"] = {"path": judge.path, "heldout": judge.card["heldout"],
+                                "heldout_refusal_judge": judge.card["heldout_refusal_judge"]}
+    if getattr(judge, "stats", None):
+        report["judge_stats"] = judge.stats
+    if by_refusal:
+        report["scores_refusal_judge"] = by_refusal
+    if benign:
+        report["over_refusal"] = {"source": cfg.eval.benign_source, "system": "s1",
+                                  "scores": {m: s.as_dict() for m, s in over_refusal.items()}}
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_stats(out / "stats.json", {"generation": gen_stats, "models": list(models)})
+    write_stats(out / "stats.json", {"generation": gen_stats, "models": list(models), "benign_prompts": len(benign)})
     return report
 
 

@@ -98,6 +98,14 @@ def test_evaluation_and_summary(tiny_run):
         assert set(scores) == {"S1", "S0", "S0_unseen_1"}
         for s in scores.values():
             assert s["n"] == n and 0.0 <= s["ci95"][0] <= s["value"] <= s["ci95"][1] <= 1.0
+    over = report["over_refusal"]
+    assert over["source"] == "nq_open" and set(over["scores"]) == {"base", "cst"}
+    labelled = pq.read_table(run_dir / "evaluate" / "labelled_cst.parquet").to_pylist()
+    benign = [r for r in labelled if r["variant"] == "benign_s1"]
+    assert len(benign) == 3 and all(r["system"] == report["variants"]["s1"] for r in benign)
+    assert over["scores"]["cst"]["n"] == 3
+    assert over["scores"]["cst"]["value"] == sum(r["refusal"] for r in benign) / 3
+    assert len(labelled) == 3 + 3 * n  # nothing dropped: 3 system prompts x n harmful + 3 benign
     held = set(pq.read_table(run_dir / "prompts" / "eval.parquet").column("id").to_pylist())
     train = set(pq.read_table(run_dir / "prompts" / "train.parquet").column("id").to_pylist())
     assert not held & train

@@ -45,6 +45,7 @@ def test_experiment_report(tmp_path):
     for m in ("base", "dpo", "cst"):
         c = json.loads((run / "capability" / f"{m}.json").read_text())
         assert c["arc_easy"]["n"] == 8 and 0 <= c["arc_easy"]["value"] <= 1
+        assert len(c["arc_easy"]["correct"]) == 8 and c["arc_easy"]["value"] == c["arc_easy"]["correct"].count("1") / 8
     for png in ("safety.png", "training.png"):
         assert (run / "figures" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (run / "report.md").read_text()
@@ -57,3 +58,13 @@ def test_experiment_report(tmp_path):
     assert not (run / "train" / "cst" / "checkpoints").exists()  # checkpoints went to <run_uri>/checkpoints
     html = (run / "report.html").read_text()
     assert '<img src="figures/safety.png"' in html and "<table>" in html
+    assert "Over-refusal" in md and "nq_open" in md and "Δ vs base" in md
+
+    # Changing the capability settings re-scores instead of reusing stale files; trained models are reused.
+    res = run_cli(["experiment", "--config", "configs/tiny.yaml", f"run_dir={run}", "pairs.use_generated=false",
+                   f"pairs.extra_tasks=[{json.dumps(str(data))}]", "data.eval_limit=3",
+                   "eval.capability_tasks=[arc_easy]", "eval.capability_limit=6", "eval.examples_per_variant=1"])
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "settings changed" in res.stderr + res.stdout
+    for m in ("base", "dpo", "cst"):
+        assert json.loads((run / "capability" / f"{m}.json").read_text())["arc_easy"]["n"] == 6

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from cst_ray.data.pairs import PAIR_FIELDS, mirror_pairs, read_pair_file, to_table
@@ -41,3 +43,18 @@ def test_bad_pair_row_names_field(tmp_path):
     with pytest.raises(InputDataError) as e:
         read_pair_file(str(f))
     assert e.value.field == "rejected" and e.value.row == 1
+
+
+def test_prompt_limit_keeps_mirrored_sides_and_counts_skips(tmp_path):
+    rows = []
+    for i in range(4):  # mirrored rows of one prompt are far apart, as in the author's file
+        rows.append({"system": S0, "prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}", "task": "harmless"})
+    rows.append({"system": "You are Ada.", "prompt": "who?", "chosen": "Ada", "rejected": "Bob", "task": "persona"})
+    for i in range(4):
+        rows.append({"system": S1, "prompt": f"p{i}", "chosen": f"r{i}", "rejected": f"c{i}", "task": "harmless"})
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept, st = read_pair_file(str(f), limit=2, tasks=("harmless",))
+    assert sorted((r["prompt"], r["system"]) for r in kept) == sorted((p, s) for p in ("p0", "p1") for s in (S0, S1))
+    assert st.skipped == {"task_not_selected:persona": 1, "beyond_prompt_limit": 4}
+    assert st.kept + sum(st.skipped.values()) == st.read == 9

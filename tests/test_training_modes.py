@@ -101,20 +101,24 @@ def test_reference_stage_matches_direct_forward(ray_local, tiny_model_path, toke
 def test_reference_modes_agree(ray_local, tiny_model_path, tmp_path):
     pairs = _with_reference(_pairs(4), tiny_model_path)
     runs = {}
-    for mode in ("separate", "precomputed", "adapter"):
+    for mode in ("separate", "precomputed", "adapter", "worker_precompute"):
         _, m = _train(tmp_path / mode, pairs, tiny_model_path, reference=mode, max_steps=2,
                       **{"lora.enabled": True, "lora.r": 4, "lora.alpha": 8})
         runs[mode] = [x["loss"] for x in m]
     assert runs["separate"][0] == pytest.approx(0.693147, abs=1e-5)  # policy == reference at step 1
-    for mode in ("precomputed", "adapter"):
+    for mode in ("precomputed", "adapter", "worker_precompute"):
         assert runs[mode] == pytest.approx(runs["separate"], rel=1e-4), runs
     assert runs["separate"][1] != pytest.approx(runs["separate"][0], abs=1e-6)  # step 2 sees the update
 
 
-def test_exact_resume_after_worker_crash(ray_local, tiny_model_path, tmp_path):
+@pytest.mark.parametrize("reference", ["separate", "worker_precompute"])
+def test_exact_resume_after_worker_crash(ray_local, tiny_model_path, tmp_path, reference):
+    """worker_precompute: the restarted workers must take the reference log-probs from the
+    checkpoint; recomputing them from the trained policy would change every later loss."""
     pairs = _pairs(8)
-    _, full = _train(tmp_path / "full", pairs, tiny_model_path, max_steps=6, checkpoint_every=3)
-    st, crashed = _train(tmp_path / "crash", pairs, tiny_model_path, max_steps=6, checkpoint_every=3, crash_after_step=3)
+    _, full = _train(tmp_path / "full", pairs, tiny_model_path, max_steps=6, checkpoint_every=3, reference=reference)
+    st, crashed = _train(tmp_path / "crash", pairs, tiny_model_path, max_steps=6, checkpoint_every=3, crash_after_step=3,
+                         reference=reference)
     assert (tmp_path / "crash" / "out" / ".crash-once").exists(), "the crash was not injected"
     assert [m["step"] for m in crashed] == [1, 2, 3, 4, 5, 6]
     assert [m["loss"] for m in crashed] == pytest.approx([m["loss"] for m in full], abs=1e-5)

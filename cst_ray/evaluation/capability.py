@@ -138,5 +138,10 @@ def capability_scores(model_path: str, items: dict[str, list[MCItem]], *, seed: 
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
     if torch.cuda.is_available():
         model = model.cuda()
-    return {task: bootstrap_share(score_items(model, tok, its), samples=samples, seed=seed).as_dict()
-            for task, its in items.items()}
+    out = {}
+    for task, its in items.items():
+        correct = score_items(model, tok, its)
+        # per-item outcomes (item order of `items`), for paired differences between models
+        out[task] = {**bootstrap_share(correct, samples=samples, seed=seed).as_dict(),
+                     "correct": "".join("1" if c else "0" for c in correct)}
+    return out

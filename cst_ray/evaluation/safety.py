@@ -25,9 +25,8 @@ class Score:
         return f"{self.value:.2f} [{self.lo:.2f}, {self.hi:.2f}] (n={self.n})"
 
 
-def bootstrap_share(hits: list[bool], samples: int = 1000, seed: int = 0) -> Score:
-    """Share of True in `hits`, with a percentile bootstrap 95% interval."""
-    x = np.asarray(hits, dtype=np.float64)
+def _bootstrap_mean(x: np.ndarray, samples: int, seed: int) -> Score:
+    """Mean of `x` with a percentile bootstrap 95% interval."""
     n = len(x)
     if n == 0:
         return Score(float("nan"), float("nan"), float("nan"), 0)
@@ -35,6 +34,18 @@ def bootstrap_share(hits: list[bool], samples: int = 1000, seed: int = 0) -> Sco
     means = x[rng.integers(0, n, size=(samples, n))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return Score(float(x.mean()), float(lo), float(hi), n)
+
+
+def bootstrap_share(hits: list[bool], samples: int = 1000, seed: int = 0) -> Score:
+    """Share of True in `hits`, with a percentile bootstrap 95% interval."""
+    return _bootstrap_mean(np.asarray(hits, dtype=np.float64), samples, seed)
+
+
+def paired_bootstrap_diff(a: list[bool], b: list[bool], samples: int = 1000, seed: int = 0) -> Score:
+    """mean(a) - mean(b) over the same items, with a paired percentile bootstrap 95% interval."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    return _bootstrap_mean(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), samples, seed)
 
 
 def safety_scores(labelled: list[dict], *, samples: int = 1000) -> dict:

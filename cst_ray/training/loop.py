@@ -1,8 +1,9 @@
 """The per-worker CST/DPO training loop (runs inside Ray Train workers).
 
 Read top to bottom: build the policy (optionally LoRA) and hand it to DeepSpeed (ZeRO-3 by
-default), build the reference (separate frozen engine, adapter-disabled policy, or
-precomputed log-probs), restore from the latest Ray Train checkpoint if there is one, then
+default), build the reference (separate frozen engine, adapter-disabled policy, log-probs
+precomputed in the pairs data, or precomputed here by the workers from the policy before its
+first update), restore from the latest Ray Train checkpoint if there is one, then
 train on deterministic length-grouped batches, reporting TRL-named metrics every step and a
 checkpoint every `checkpoint_every` steps and at the end. Finally export a merged HF model.
 """
@@ -26,6 +27,48 @@ from cst_ray.training.logprobs import PolicyLogProbs
 
 CKPT_TAG = "ds"
 STATE_FILE = "train_state.json"
+REF_FILE = "reference_logps.pt"  # worker_precompute: [pairs, 2] reference log-probs, kept for resume
+
+
+def reference_pass(engine, rows: list[dict], pad_id: int, device, rank: int, world: int, batch: int) -> torch.Tensor:
+    """Summed response log-probs of every pair under the current (= initial) policy.
+
+    Each rank scores a strided share of the pairs, longest first, in batches of `batch` pairs;
+    every rank runs the same number of forwards (ZeRO-3 gathers parameters collectively, so a
+    rank with fewer pairs repeats its last batch and drops the result). One all-gather shares
+    the results.  -> [len(rows), 2] fp32: (chosen, rejected) per pair, in `rows` order.
+    """
+    import torch.distributed as dist
+
+    order = sorted(range(len(rows)), key=lambda i: -pair_length(rows[i]))
+    mine = order[rank::world]
+    n_batches = math.ceil(math.ceil(len(rows) / world) / batch)
+    local = torch.full((n_batches * batch, 3), -1.0, dtype=torch.float64)  # (row index, chosen, rejected)
+    was_training = engine.training
+    engine.eval()
+    with torch.no_grad():
+        for k in range(n_batches):
+            idx = mine[k * batch:(k + 1) * batch]
+            real = bool(idx)
+            idx = idx or mine[-batch:] or order[:1]
+            b = {key: v.to(device) for key, v in collate_pairs([rows[i] for i in idx], pad_id).items()}
+            logps, _ = engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+            if real:
+                n = len(idx)
+                local[k * batch:k * batch + n, 0] = torch.tensor(idx, dtype=torch.float64)
+                local[k * batch:k * batch + n, 1] = logps[:n].double().cpu()
+                local[k * batch:k * batch + n, 2] = logps[n:].double().cpu()
+    if was_training:
+        engine.train()
+    gathered = [torch.empty_like(local) for _ in range(world)]
+    dist.all_gather(gathered, local) if world > 1 else gathered.__setitem__(0, local)
+    table = torch.full((len(rows), 2), float("nan"), dtype=torch.float32)
+    for g in gathered:
+        g = g[g[:, 0] >= 0]
+        table[g[:, 0].long()] = g[:, 1:].float()
+    if torch.isnan(table).any():
+        raise RuntimeError(f"reference pass left {int(torch.isnan(table).any(1).sum())} pairs without log-probs")
+    return table
 
 
 def deepspeed_config(cfg: TrainConfig, *, with_optimizer: bool = True, hidden_size: int = 0) -> dict:
@@ -210,6 +253,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     # ---- resume
     step = 0
+    ref_table = None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -219,11 +263,24 @@ def train_loop_per_worker(config: dict) -> None:
             engine.load_checkpoint(str(d), tag=CKPT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
             state = json.loads((d / STATE_FILE).read_text())
             step = int(state["step"])
+            if cfg.reference == "worker_precompute":
+                if not (d / REF_FILE).is_file():
+                    raise RuntimeError(f"checkpoint {d} has no {REF_FILE}: it was not written by a "
+                                       "train.reference=worker_precompute run, so the reference is unknown")
+                ref_table = torch.load(d / REF_FILE)
             rng_file = d / f"rng_rank{rank}.pt"
             if rng_file.is_file():
                 _set_rng_state(torch.load(rng_file, weights_only=False))
         if rank == 0:
             print(f"[train] resumed at step {step}/{total_steps}", flush=True)
+
+    ref_pass_s = 0.0
+    if cfg.reference == "worker_precompute" and ref_table is None:
+        t0 = time.perf_counter()
+        ref_table = reference_pass(engine, rows, pad_id, device, rank, world, batch=2 * cfg.micro_batch_size)
+        ref_pass_s = time.perf_counter() - t0
+        if rank == 0:
+            print(f"[train] reference pass: {len(rows)} pairs in {ref_pass_s:.1f}s", flush=True)
 
     loss_fn = DPOLoss(cfg.beta, cfg.loss_type, cfg.label_smoothing)
     lengths = [pair_length(r) for r in rows]
@@ -239,13 +296,16 @@ def train_loop_per_worker(config: dict) -> None:
         timing = {"time/forward_s": 0.0, "time/backward_s": 0.0, "time/optimizer_s": 0.0}
         tokens = 0
         for m in range(cfg.grad_accum):
-            micro = [rows[i] for i in local[m * cfg.micro_batch_size : (m + 1) * cfg.micro_batch_size]]
+            micro_idx = local[m * cfg.micro_batch_size : (m + 1) * cfg.micro_batch_size]
+            micro = [rows[i] for i in micro_idx]
             b = {k: v.to(device) for k, v in collate_pairs(micro, pad_id).items()}
             tokens += int(b["attention_mask"].sum())
             B = len(micro)
             t0 = time.perf_counter()
             logps, ntok = engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
-            if cfg.reference == "precomputed":
+            if ref_table is not None:
+                ref = torch.cat([ref_table[micro_idx, 0], ref_table[micro_idx, 1]]).to(device)
+            elif cfg.reference == "precomputed":
                 ref = torch.tensor([r["ref_chosen_logps"] for r in micro] + [r["ref_rejected_logps"] for r in micro],
                                    dtype=torch.float32, device=device)
             else:
@@ -278,6 +338,8 @@ def train_loop_per_worker(config: dict) -> None:
         agg.update(timing)
         metrics = _reduce_mean(agg, world)  # one all-reduce for every metric
         tok_total = metrics.pop("tokens") * world
+        if ref_pass_s:  # the first step after the workers' reference pass
+            metrics["time/reference_pass_s"], ref_pass_s = ref_pass_s, 0.0
         metrics.update(step=step, epoch=epoch, learning_rate=scheduler.get_last_lr()[0],
                        **{"memory/param_partition_bytes": partition_bytes},
                        tokens_per_s=tok_total / max(now - t_last, 1e-9), tokens=tok_total)
@@ -289,6 +351,8 @@ def train_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 engine.save_checkpoint(tmp, tag=CKPT_TAG)
                 torch.save(_rng_state(), Path(tmp) / f"rng_rank{rank}.pt")
+                if rank == 0 and ref_table is not None:
+                    torch.save(ref_table, Path(tmp) / REF_FILE)
                 if rank == 0:
                     (Path(tmp) / STATE_FILE).write_text(json.dumps(
                         {"step": step, "total_steps": total_steps, "world_size": world,
