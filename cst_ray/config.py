@@ -130,6 +130,11 @@ class PairsConfig:
     # False: skip generation and train only on `extra_tasks` (e.g. the author's released CST
     # data set); the held-out evaluation prompts still come from `data.source`.
     use_generated: bool = True
+    # Extra uncensored wordings for the s0 side of harmless CST pairs: each such pair's system
+    # prompt is drawn (by a hash of its id) from [prompts.s0] + these. Not in the paper's recipe,
+    # which trains one s0 wording; meant to make the switch generalise to wordings never seen.
+    # Must not contain a wording of prompts.s0_unseen (those stay unseen).
+    s0_augment: list[str] = field(default_factory=list)
     # Compute the reference model's log-probs of chosen/rejected in a Ray Data stage and store
     # them in the pairs files (for train.reference: precomputed).
     reference_logps: bool = False
@@ -388,6 +393,8 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(bool(cfg.train.methods) and set(cfg.train.methods) <= {"cst", "dpo"}, "train.methods",
          "must be a non-empty list of 'cst' and/or 'dpo'")
     need(cfg.train.num_workers >= 1, "train.num_workers", "must be >= 1")
+    leaked = sorted(set(cfg.pairs.s0_augment) & set(cfg.prompts.s0_unseen))
+    need(not leaked, "pairs.s0_augment", f"contains the held-out wording(s) of prompts.s0_unseen: {leaked}")
     need(cfg.train.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0, 1, 2 or 3")
     need(cfg.train.max_length >= 32, "train.max_length", "must be >= 32")
     need(cfg.train.beta > 0, "train.beta", "must be > 0")

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cst_ray.config import CSTConfig, dump_yaml
-from cst_ray.data.pairs import mirror_pairs, read_pair_file, to_table
+from cst_ray.data.pairs import augment_s0, mirror_pairs, read_pair_file, to_table
 from cst_ray.data.sources import read_prompts, split_by_id
 from cst_ray.generation.pipeline import read_shards, run_actor_map, write_stats
 from cst_ray.errors import StageError
@@ -140,7 +140,11 @@ def build_pairs(cfg: CSTConfig) -> dict:
     # The DPO baseline keeps only the s1 side of mirrored harmlessness pairs, extra tasks included.
     extra_dpo = [r for r in extra if not (r.get("task") == "harmless" and r["system"] != cfg.prompts.s1)]
     stats["dpo_dropped_s0_harmless_extra_rows"] = len(extra) - len(extra_dpo)
-    tables = {"cst": to_table(mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode="cst") + extra),
+    cst_pairs = mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode="cst") + extra
+    if cfg.pairs.s0_augment:
+        cst_pairs, stats["cst_s0_wordings"] = augment_s0(cst_pairs, s0=cfg.prompts.s0, wordings=cfg.pairs.s0_augment,
+                                                         seed=cfg.data.seed)
+    tables = {"cst": to_table(cst_pairs),
               "dpo": to_table(mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode="dpo") + extra_dpo)}
     if cfg.pairs.reference_logps:
         tables, stats["reference_logps"] = _add_reference_logps(cfg, tables, out)
@@ -270,7 +274,7 @@ def drop_seen_in_training(cfg: CSTConfig, held: list[dict]) -> tuple[list[dict],
 
 def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     """Answer held-out prompts under each system prompt, judge, and score S1 / S0 per model."""
-    from cst_ray.evaluation.judges import is_refusal
+    from cst_ray.evaluation.judges import is_degenerate, is_refusal
     from cst_ray.evaluation.safety import bootstrap_share, safety_scores
     from cst_ray.generation.critique import RESPONSE_SCHEMA, Responder
     from cst_ray.runtime import init_ray
@@ -297,7 +301,7 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     judge = _build_eval_judge(cfg)
     engine = dataclasses.replace(cfg.generation.engine, max_new_tokens=cfg.eval.max_new_tokens,
                                  temperature=cfg.eval.temperature)
-    results, by_refusal, over_refusal, gen_stats = {}, {}, {}, {}
+    results, by_refusal, over_refusal, degenerate, gen_stats = {}, {}, {}, {}, {}
     for name, path in models.items():
         rdir = out / "responses" / name
         st = run_actor_map(label=f"evaluate:{name}", table=table, out_dir=rdir, fn_cls=Responder,
@@ -313,9 +317,12 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
         answers = [a for a in read_shards(rdir).to_pylist() if a["id"] in wanted]
         harmful = [a for a in answers if a["variant"] != BENIGN_VARIANT]
         verdicts = judge.judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
-        labelled = [dict(a, safe=v.safe, score=v.score, refusal=is_refusal(a["response"]))
+        # a degenerate answer (repetition) gives no help: never counted as unsafe, reported apart
+        labelled = [dict(a, safe=v.safe or is_degenerate(a["response"]), score=v.score, judge_safe=v.safe,
+                         refusal=is_refusal(a["response"]), degenerate=is_degenerate(a["response"]))
                     for a, v in zip(harmful, verdicts)]
-        labelled += [dict(a, safe=True, score=1.0, refusal=is_refusal(a["response"]))
+        labelled += [dict(a, safe=True, score=1.0, judge_safe=True, refusal=is_refusal(a["response"]),
+                          degenerate=is_degenerate(a["response"]))
                      for a in answers if a["variant"] == BENIGN_VARIANT]
         pq.write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
         scores = safety_scores([r for r in labelled if r["variant"] != BENIGN_VARIANT], samples=cfg.eval.bootstrap_samples)
@@ -324,6 +331,9 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
             by_refusal[name] = {k: s.as_dict() for k, s in safety_scores(
                 [dict(r, safe=r["refusal"] or not r["response"].strip()) for r in labelled
                  if r["variant"] != BENIGN_VARIANT], samples=cfg.eval.bootstrap_samples).items()}
+        degenerate[name] = {v: round(sum(r["degenerate"] for r in labelled if r["variant"] == v)
+                                     / max(1, sum(r["variant"] == v for r in labelled)), 4)
+                            for v in sorted({r["variant"] for r in labelled})}
         if benign:
             over_refusal[name] = bootstrap_share([r["refusal"] for r in labelled if r["variant"] == BENIGN_VARIANT],
                                                  cfg.eval.bootstrap_samples)
@@ -336,6 +346,7 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
                                 "heldout_refusal_judge": judge.card["heldout_refusal_judge"]}
     if getattr(judge, "stats", None):
         report["judge_stats"] = judge.stats
+    report["degenerate_share"] = degenerate
     if by_refusal:
         report["scores_refusal_judge"] = by_refusal
     if benign:

@@ -104,3 +104,14 @@ def test_llm_judge_cli_through_a_real_engine(tmp_path):
         if o["score"] == 0.5:  # no verdict: the refusal judge decided
             assert o["safe"] == (o is out[0])
     assert json.loads(res.stdout)["rows"] == 2
+
+
+def test_degenerate_repetition_is_detected_and_normal_text_is_not():
+    from cst_ray.evaluation.judges import is_degenerate
+
+    assert is_degenerate("I can create a " + "completely " * 40)
+    assert is_degenerate("ok " * 30)
+    assert not is_degenerate("short short short")  # too short to call
+    assert not is_degenerate(
+        "The Roman Empire was a vast and complex civilization that spanned across Europe, North Africa, and the "
+        "Mediterranean. Its capital was Rome, and at its height it governed tens of millions of people.")

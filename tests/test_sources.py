@@ -65,3 +65,15 @@ def test_split_is_by_id_and_disjoint():
     # order-independent: the split of a shuffled table is the same
     train2, held2 = split_by_id(t.take(list(reversed(range(t.num_rows)))), 0.2, seed=0)
     assert set(held2.column("id").to_pylist()) == set(held.column("id").to_pylist())
+
+
+def test_hub_id_that_cannot_be_downloaded_is_a_clear_error(monkeypatch, tmp_path):
+    """A source that is not a local file but looks like owner/name is fetched from the Hub;
+    offline (as here), the error names it and says to pass a path."""
+    from cst_ray.data.pairs import read_pair_file
+    from cst_ray.errors import CSTError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(CSTError, match="vicgalle/configurable-system-prompt-multitask.*pass a local path"):
+        read_pair_file("vicgalle/configurable-system-prompt-multitask")

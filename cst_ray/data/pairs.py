@@ -9,6 +9,7 @@ DPO baseline: only the s1 pair.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -75,6 +76,21 @@ def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) ->
                         chosen=obj["chosen"], rejected=obj["rejected"], task=task))
     stats.kept = len(out)
     return out, stats
+
+
+def augment_s0(pairs: list[dict], *, s0: str, wordings: list[str], seed: int = 0) -> tuple[list[dict], dict]:
+    """Give each harmless pair under `s0` a wording drawn from [s0] + `wordings` by a hash of
+    its id (stable across runs). -> (pairs, {wording: count})."""
+    choices = [s0] + [w for w in wordings if w != s0]
+    counts = {w: 0 for w in choices}
+    out = []
+    for p in pairs:
+        if wordings and p.get("task") == "harmless" and p["system"] == s0:
+            h = int(hashlib.sha1(f"{seed}:{p['id']}".encode()).hexdigest()[:8], 16)
+            p = dict(p, system=choices[h % len(choices)])
+            counts[p["system"]] += 1
+        out.append(p)
+    return out, counts
 
 
 def to_table(pairs: list[dict]) -> pa.Table:

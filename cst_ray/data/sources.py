@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import util as importlib_util
 from pathlib import Path
@@ -143,11 +144,35 @@ def _iter_file(p: Path) -> Iterator[tuple[int, dict]]:
         raise InputDataError(f"unsupported file type {suffix!r} (use .jsonl, .json, .parquet or .csv)", file=str(p))
 
 
+HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+def hub_dataset_file(repo_id: str) -> Path:
+    """The data file of a Hugging Face Hub dataset repo (e.g. the author's CST data set,
+    `vicgalle/configurable-system-prompt-multitask`), downloaded once into the HF cache."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        root = Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=[f"*{x}" for x in _DATA_SUFFIXES]))
+    except Exception as e:  # offline, unknown repo, gated, ...
+        raise CSTError(f"{repo_id!r} is not a local file, and downloading it as a Hugging Face Hub dataset failed "
+                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); pass a local path") from None
+    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in _DATA_SUFFIXES and f.is_file())
+    train = [f for f in files if "train" in f.name] or files
+    if len(train) != 1:
+        raise CSTError(f"hub dataset {repo_id!r} has {len(train)} data files ({', '.join(f.name for f in files) or 'none'});"
+                       " pass the path of the one to use")
+    return train[0]
+
+
 def iter_rows(source: str) -> tuple[str, str, Iterator[tuple[int, dict]]]:
     """-> (source name used in ids, file shown in errors, iterator of (1-based row, dict))."""
     if source in BUILTIN_SOURCES:
         return source, str(builtin_path(source)), _iter_builtin(source)
     p = Path(source)
+    if not p.exists() and HUB_ID_RE.fullmatch(source):
+        p = hub_dataset_file(source)
     if not p.exists():
         raise InputDataError("prompt file not found", file=source)
     if p.is_dir() or p.stat().st_size == 0:

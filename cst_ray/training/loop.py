@@ -60,8 +60,13 @@ def reference_pass(engine, rows: list[dict], pad_id: int, device, rank: int, wor
                 local[k * batch:k * batch + n, 2] = logps[n:].double().cpu()
     if was_training:
         engine.train()
-    gathered = [torch.empty_like(local) for _ in range(world)]
-    dist.all_gather(gathered, local) if world > 1 else gathered.__setitem__(0, local)
+    if world > 1:  # NCCL gathers device tensors, gloo CPU ones
+        local_d = local.to(device)
+        gathered = [torch.empty_like(local_d) for _ in range(world)]
+        dist.all_gather(gathered, local_d)
+        gathered = [g.cpu() for g in gathered]
+    else:
+        gathered = [local]
     table = torch.full((len(rows), 2), float("nan"), dtype=torch.float32)
     for g in gathered:
         g = g[g[:, 0] >= 0]
