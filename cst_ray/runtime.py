@@ -62,6 +62,9 @@ def init_ray(cfg: RayConfig) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     runtime_env = {"env_vars": worker_env()}
+    # The raylet prestarts one idle Python worker per core for the first driver (~45 MiB PSS
+    # each); every process here is an actor or task started on demand, so skip them.
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     ncpu = cfg.num_cpus or 2 * (os.cpu_count() or 1)
     ray.init(
         address="local",
