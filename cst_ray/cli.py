@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 def _judge_file(args) -> dict:
     from cst_ray.data.sources import iter_rows
     from cst_ray.errors import InputDataError
-    from cst_ray.evaluation.judges import build_judge
+    from cst_ray.evaluation.judges import binary_metrics, build_judge
 
     judge_kwargs: dict = {"path": args.judge_path, "train_pairs": args.train_pairs}
     if args.judge == "llm":
@@ -82,12 +82,8 @@ def _judge_file(args) -> dict:
             f.write(json.dumps({**d, "safe": v.safe, "score": v.score}) + "\n")
     out = {"rows": len(data), "safe": sum(v.safe for v in verdicts)}
     if args.labels:
-        gold = [str(d[args.labels]).lower() in ("1", "true") for d in data]
-        pred = [v.safe for v in verdicts]
-        tp = sum(g and p for g, p in zip(gold, pred))
-        out["agreement"] = sum(g == p for g, p in zip(gold, pred)) / max(len(data), 1)
-        out["precision_safe"] = tp / max(sum(pred), 1)
-        out["recall_safe"] = tp / max(sum(gold), 1)
+        m = binary_metrics([str(d[args.labels]).lower() in ("1", "true") for d in data], [v.safe for v in verdicts])
+        out.update(agreement=m["accuracy"], precision_safe=m["precision_safe"], recall_safe=m["recall_safe"])
     return out
 
 

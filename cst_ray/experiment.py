@@ -26,11 +26,10 @@ def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = {}
     items = None  # read and drawn once, only if some model still needs scoring
-    settings = {"tasks": list(cfg.eval.capability_tasks), "limit": cfg.eval.capability_limit, "seed": cfg.data.seed,
-                "model": ""}
     for name, path in models.items():
         f = out / f"{name}.json"
-        want = dict(settings, model=str(path))
+        want = {"tasks": list(cfg.eval.capability_tasks), "limit": cfg.eval.capability_limit, "seed": cfg.data.seed,
+                "model": str(path)}
         if f.is_file():
             cached = json.loads(f.read_text())
             if cached.get("_settings") == want:  # same tasks, items and model: reuse

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cst_ray.config import CSTConfig
+from cst_ray.stages import BENIGN_VARIANT
 from cst_ray.training.trainer import read_metrics
 
 
@@ -77,9 +78,9 @@ def _examples(run: Path, model: str, per_variant: int) -> list[dict]:
     f = run / "evaluate" / f"labelled_{model}.parquet"
     if not f.is_file():
         return []
-    rows = sorted(pq.read_table(f).to_pylist(), key=lambda r: (r["variant"] == "benign_s1", r["prompt_id"], r["variant"]))
-    harmful = sorted({r["prompt_id"] for r in rows if r["variant"] != "benign_s1"})[:per_variant]
-    benign = sorted({r["prompt_id"] for r in rows if r["variant"] == "benign_s1"})[:max(1, per_variant // 2)]
+    rows = sorted(pq.read_table(f).to_pylist(), key=lambda r: (r["variant"] == BENIGN_VARIANT, r["prompt_id"], r["variant"]))
+    harmful = sorted({r["prompt_id"] for r in rows if r["variant"] != BENIGN_VARIANT})[:per_variant]
+    benign = sorted({r["prompt_id"] for r in rows if r["variant"] == BENIGN_VARIANT})[:max(1, per_variant // 2)]
     return [r for r in rows if r["prompt_id"] in set(harmful) | set(benign)]
 
 
@@ -145,7 +146,7 @@ def write_report(cfg: CSTConfig, report: dict, capability: dict) -> dict:
     for m in scores:
         for r in _examples(run, m, cfg.eval.examples_per_variant):
             text = r["response"].strip().replace("\n", " ")
-            verdict = ("refused" if r.get("refusal") else "answered") if r["variant"] == "benign_s1" else \
+            verdict = ("refused" if r.get("refusal") else "answered") if r["variant"] == BENIGN_VARIANT else \
                 ("judged safe" if r["safe"] else "judged unsafe")
             md += [f"- **{m}**, `{r['variant']}`, {verdict} — *{r['prompt']}*",
                    f"  > {text[:400]}{'…' if len(text) > 400 else ''}"]

@@ -18,6 +18,7 @@ import hashlib
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -253,6 +254,12 @@ def _build_eval_judge(cfg: CSTConfig):
                        model_path=model_path, engine=cfg.generation.engine, trust_remote_code=cfg.model.trust_remote_code)
 
 
+def _flags(response: str) -> dict:
+    from cst_ray.evaluation.judges import is_degenerate, is_refusal
+
+    return {"refusal": is_refusal(response), "degenerate": is_degenerate(response)}
+
+
 def _norm_prompt(text: str) -> str:
     return " ".join(text.lower().split())
 
@@ -274,7 +281,7 @@ def drop_seen_in_training(cfg: CSTConfig, held: list[dict]) -> tuple[list[dict],
 
 def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     """Answer held-out prompts under each system prompt, judge, and score S1 / S0 per model."""
-    from cst_ray.evaluation.judges import is_degenerate, is_refusal
+    from cst_ray.evaluation.judges import RefusalJudge
     from cst_ray.evaluation.safety import bootstrap_share, safety_scores
     from cst_ray.generation.critique import RESPONSE_SCHEMA, Responder
     from cst_ray.runtime import init_ray
@@ -316,26 +323,26 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
         gen_stats[name] = st.as_dict()
         answers = [a for a in read_shards(rdir).to_pylist() if a["id"] in wanted]
         harmful = [a for a in answers if a["variant"] != BENIGN_VARIANT]
+        benign_answers = [a for a in answers if a["variant"] == BENIGN_VARIANT]
         verdicts = judge.judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
+        labelled = [dict(a, **_flags(a["response"])) for a in harmful + benign_answers]
         # a degenerate answer (repetition) gives no help: never counted as unsafe, reported apart
-        labelled = [dict(a, safe=v.safe or is_degenerate(a["response"]), score=v.score, judge_safe=v.safe,
-                         refusal=is_refusal(a["response"]), degenerate=is_degenerate(a["response"]))
-                    for a, v in zip(harmful, verdicts)]
-        labelled += [dict(a, safe=True, score=1.0, judge_safe=True, refusal=is_refusal(a["response"]),
-                          degenerate=is_degenerate(a["response"]))
-                     for a in answers if a["variant"] == BENIGN_VARIANT]
+        for r, v in zip(labelled, verdicts):
+            r.update(safe=v.safe or r["degenerate"], score=v.score, judge_safe=v.safe)
+        for r in labelled[len(harmful):]:
+            r.update(safe=True, score=1.0, judge_safe=True)
         pq.write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
-        scores = safety_scores([r for r in labelled if r["variant"] != BENIGN_VARIANT], samples=cfg.eval.bootstrap_samples)
+        scores = safety_scores(labelled[:len(harmful)], samples=cfg.eval.bootstrap_samples)
         results[name] = {k: s.as_dict() for k, s in scores.items()}
         if cfg.eval.judge != "refusal":  # the pattern judge's reading, for comparison
+            pattern = RefusalJudge().judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
             by_refusal[name] = {k: s.as_dict() for k, s in safety_scores(
-                [dict(r, safe=r["refusal"] or not r["response"].strip()) for r in labelled
-                 if r["variant"] != BENIGN_VARIANT], samples=cfg.eval.bootstrap_samples).items()}
-        degenerate[name] = {v: round(sum(r["degenerate"] for r in labelled if r["variant"] == v)
-                                     / max(1, sum(r["variant"] == v for r in labelled)), 4)
-                            for v in sorted({r["variant"] for r in labelled})}
+                [dict(r, safe=v.safe) for r, v in zip(labelled, pattern)], samples=cfg.eval.bootstrap_samples).items()}
+        per_variant = Counter(r["variant"] for r in labelled)
+        degenerate_n = Counter(r["variant"] for r in labelled if r["degenerate"])
+        degenerate[name] = {v: round(degenerate_n[v] / n, 4) for v, n in sorted(per_variant.items())}
         if benign:
-            over_refusal[name] = bootstrap_share([r["refusal"] for r in labelled if r["variant"] == BENIGN_VARIANT],
+            over_refusal[name] = bootstrap_share([r["refusal"] for r in labelled[len(harmful):]],
                                                  cfg.eval.bootstrap_samples)
         _log(f"evaluate[{name}]: " + "  ".join(f"{k}={s.fmt()}" for k, s in scores.items())
              + (f"  over_refusal={over_refusal[name].fmt()}" if benign else ""))

