@@ -7,8 +7,12 @@ that none competes with another for the 2 cores.
     python benchmarks/generation.py                # 256 prompts (+1,024 for linearity)
     python benchmarks/generation.py --prompts 64   # quicker
 
-Prints generated tokens/s for (a) the Ray Data pipeline (actor start-up included),
-(b) bare vLLM in one call (engine start-up excluded), (c) HF generate batched, then
+Prints generated tokens/s for (a) the Ray Data pipeline, (b) bare vLLM in one call, (c) HF
+generate batched. Every figure is wall time from the start of the work to the last token, with
+the same start: (b) and (c) from before the engine's construction (`import vllm` included),
+(a) from before `ray.init` (the local cluster, Ray Data planning, the actor's process start
+and its engine construction included); the interpreter start and the cached model conversion
+are outside all three. So (a)/(b) is what Ray costs over a bare script. Then
 `RESULT gen_vs_vllm=<a/b> gen_vs_hf=<a/c> linearity=<t(4N) / (4 t(N))>`.
 """
 
@@ -40,26 +44,29 @@ def _engine_cfg(args):
     from cst_ray.config import EngineConfig
 
     return EngineConfig(backend="vllm", dtype=args.dtype, max_new_tokens=args.max_tokens, temperature=args.temperature,
-                        seed=0, hf_batch_size=args.hf_batch)
+                        seed=0, hf_batch_size=args.hf_batch, enforce_eager=not args.compile)
 
 
 def _measure_engine(args, backend: str) -> dict:
-    """Build the engine (not timed), then time one chat() over all prompts."""
+    """Time engine construction (imports included: `import vllm` runs inside it) plus one chat()
+    over all prompts: what a bare script pays beyond starting the interpreter."""
     import dataclasses
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from cst_ray.config import ModelConfig
-    from cst_ray.generation.engines import build_engine
     from cst_ray.models import resolve_model
 
-    eng = build_engine(resolve_model(ModelConfig(name_or_path=args.model)),
-                       dataclasses.replace(_engine_cfg(args), backend=backend))
+    model_path = resolve_model(ModelConfig(name_or_path=args.model))  # cached conversion, not timed
     convs = [[{"role": "system", "content": S0}, {"role": "user", "content": p}] for p in _prompts(args.prompts)]
     t0 = time.time()
+    from cst_ray.generation.engines import build_engine
+
+    eng = build_engine(model_path, dataclasses.replace(_engine_cfg(args), backend=backend))
+    t1 = time.time()
     outs = eng.chat(convs)
-    dt = time.time() - t0
-    return {"tokens": sum(o.completion_tokens for o in outs), "wall_s": dt}
+    t2 = time.time()
+    return {"tokens": sum(o.completion_tokens for o in outs), "wall_s": t2 - t0, "start_s": t1 - t0, "chat_s": t2 - t1}
 
 
 def measure_bare(args) -> dict:
@@ -71,6 +78,8 @@ def measure_hf(args) -> dict:
 
 
 def measure_ray(args) -> dict:
+    """Time everything Ray adds: starting the local cluster, Ray Data planning, the engine
+    actor's process start, its engine construction, generation and the Parquet shards."""
     import pyarrow as pa
 
     from cst_ray.config import ActorPoolConfig, ModelConfig, RayConfig
@@ -83,23 +92,31 @@ def measure_ray(args) -> dict:
     ps = _prompts(args.prompts)
     table = pa.table({"id": [f"b{i}" for i in range(len(ps))], "prompt_id": [f"b{i}" for i in range(len(ps))],
                       "variant": ["s0"] * len(ps), "system": [S0] * len(ps), "prompt": ps})
-    init_ray(RayConfig())
     pool = ActorPoolConfig(min_actors=args.actors, max_actors=args.actors, batch_size=args.batch, num_cpus=1,
                            threads=args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
+        init_ray(RayConfig())
+        t1 = time.time()
         st = run_actor_map(label="bench", table=table, out_dir=Path(tmp) / "out", fn_cls=Responder,
-                           fn_kwargs=dict(model_path=model_path, model_name=args.model, engine=_engine_cfg(args)),
+                           fn_kwargs=dict(model_path=model_path, model_name=args.model, engine=_engine_cfg(args),
+                                          threads=args.threads),
                            pool=pool, schema=RESPONSE_SCHEMA, rows_per_shard=1024, progress_interval_s=1e9)
-        dt = time.time() - t0
-    return {"tokens": st.generated_tokens, "wall_s": dt, "rows": st.rows_out}
+        t2 = time.time()
+    return {"tokens": st.generated_tokens, "wall_s": t2 - t0, "start_s": t1 - t0, "chat_s": t2 - t1, "rows": st.rows_out}
 
 
 def _child(mode: str, args, prompts: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--prompts", str(prompts or args.prompts),
            "--max-tokens", str(args.max_tokens), "--dtype", args.dtype, "--model", args.model,
-           "--batch", str(args.batch), "--actors", str(args.actors), "--threads", str(args.threads), "--hf-batch", str(args.hf_batch), "--temperature", str(args.temperature)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+           "--batch", str(args.batch), "--actors", str(args.actors), "--threads", str(args.threads),
+           "--hf-batch", str(args.hf_batch), "--temperature", str(args.temperature)]
+    if args.compile:
+        cmd.append("--compile")
+    # every engine gets the same CPU threads, set before torch loads (the pipeline's actor gets
+    # them from its runtime_env)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count() or 1)}
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     for line in res.stdout.splitlines():
         if line.startswith("CHILD "):
             out = json.loads(line[6:])
@@ -115,10 +132,12 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--batch", type=int, default=128, help="prompts per map_batches call")
+    ap.add_argument("--batch", type=int, default=256, help="prompts per map_batches call (configs/default.yaml)")
     ap.add_argument("--hf-batch", type=int, default=16)
     ap.add_argument("--actors", type=int, default=1, help="engine actors in the pool")
     ap.add_argument("--threads", type=int, default=1, help="threads per engine actor (0 = all cores)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                    help="vLLM with torch.compile (generation.engine.enforce_eager: false)")
     ap.add_argument("--no-linearity", action="store_true")
     ap.add_argument("--child", default="")
     args = ap.parse_args()
@@ -128,18 +147,23 @@ def main() -> None:
         return
     print(f"# {args.prompts} prompts, <= {args.max_tokens} new tokens, {args.dtype}, T={args.temperature}, "
           f"model {args.model}, {os.cpu_count()} CPUs", flush=True)
+    def show(tag: str, r: dict, start: str) -> None:
+        print(f"{tag:<38}{r['tok_s']:8.1f} generated tok/s  ({r['tokens']} tok in {r['wall_s']:.1f} s = "
+              f"{start} {r['start_s']:.1f} s + {r['chat_s']:.1f} s; after start {r['tokens'] / r['chat_s']:.1f} tok/s)",
+              flush=True)
+
     b = _child("bare", args)
-    print(f"(b) bare vllm.LLM.chat, one call:     {b['tok_s']:8.1f} generated tok/s  ({b['tokens']} tok, {b['wall_s']:.1f} s)", flush=True)
+    show("(b) bare vllm.LLM.chat, one call:", b, "import + engine")
     a = _child("ray", args)
-    print(f"(a) Ray Data pipeline (incl. start):  {a['tok_s']:8.1f} generated tok/s  ({a['tokens']} tok, {a['wall_s']:.1f} s)", flush=True)
+    show("(a) Ray Data pipeline:", a, "ray.init")
     c = _child("hf", args)
-    print(f"(c) HF generate, batch {args.hf_batch}:          {c['tok_s']:8.1f} generated tok/s  ({c['tokens']} tok, {c['wall_s']:.1f} s)", flush=True)
+    show(f"(c) HF generate, batch {args.hf_batch}:", c, "import + model")
     lin = float("nan")
     if not args.no_linearity:
         a4 = _child("ray", args, prompts=4 * args.prompts)
         # time per generated token at 4N vs at N (sampling lengths vary, so normalise by tokens)
         lin = (a4["wall_s"] / a4["tokens"]) / (a["wall_s"] / a["tokens"])
-        print(f"(a) at {4 * args.prompts} prompts:               {a4['tok_s']:8.1f} generated tok/s  ({a4['tokens']} tok, {a4['wall_s']:.1f} s)", flush=True)
+        show(f"(a) at {4 * args.prompts} prompts:", a4, "ray.init")
     print(f"RESULT gen_vs_vllm={a['tok_s'] / b['tok_s']:.3f} gen_vs_hf={a['tok_s'] / c['tok_s']:.3f} linearity={lin:.3f}")
 
 

@@ -178,6 +178,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     zero_stage: int = 3
     gradient_checkpointing: bool = False
+    # Chosen and rejected sequences of a micro-batch packed end to end in one row, attention kept
+    # within each sequence: no compute on padding (training/packing.py). false = one padded batch.
+    packing: bool = True
     # "separate": a frozen ZeRO-3 copy; "adapter": LoRA base with adapter off;
     # "precomputed": log-probs stored in the pairs data (`ref_chosen_logps`, `ref_rejected_logps`).
     # "worker_precompute": the training workers score every pair with the policy before its first

@@ -172,7 +172,7 @@ def _add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path)
                        fn_kwargs=dict(model_path=resolve_model(cfg.model), max_length=cfg.train.max_length,
                                       min_response_tokens=cfg.train.min_response_tokens,
                                       dtype=cfg.pairs.reference_dtype, threads=cfg.generation.pool.threads,
-                                      trust_remote_code=cfg.model.trust_remote_code),
+                                      trust_remote_code=cfg.model.trust_remote_code, packed=cfg.train.packing),
                        pool=pool, schema=REF_SCHEMA, rows_per_shard=cfg.generation.rows_per_shard,
                        progress_interval_s=cfg.generation.progress_interval_s, use_gpu=_use_gpu(cfg))
     ref = read_shards(out / "reference_logps", columns=["id", "ref_chosen_logps", "ref_rejected_logps"])

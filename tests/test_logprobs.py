@@ -28,3 +28,76 @@ def test_policy_logprobs_equal_full_logits(tiny_model_path, tokenizer):
     expected = (lp * b["loss_mask"][:, 1:]).sum(1)
     assert torch.allclose(logps, expected, rtol=1e-4, atol=1e-4)
     assert ntok.tolist() == b["loss_mask"].sum(1).tolist()
+
+
+def _pair_rows(tokenizer, n=3):
+    from cst_ray.training.tokenize import tokenize_pair
+
+    # chosen and rejected of very different lengths, as in CST (a refusal vs a full answer)
+    return [tokenize_pair(tokenizer, f"system {i}", f"question {i} " * (i + 1), "I can't help. " * (1 + i),
+                          "Sure, here is how. " * (6 - 2 * i), max_length=256, min_response_tokens=1) for i in range(n)]
+
+
+def test_packed_forward_equals_padded_values_and_gradients(tiny_model_path, tokenizer):
+    """One packed row (positions restarting per sequence, attention kept inside each sequence)
+    gives the padded batch's log-probs and the same parameter gradients (fp32)."""
+    from transformers import AutoModelForCausalLM
+
+    from cst_ray.training.batching import batch_tokens, collate_packed
+
+    torch.manual_seed(0)
+    rows = _pair_rows(tokenizer)
+    padded_model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    packed_model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    padded, packed = PolicyLogProbs(padded_model, chunk=5), PolicyLogProbs(packed_model, chunk=5, packed=True)
+    assert packed_model.config._attn_implementation.startswith("cst_packed_")
+
+    b = collate_pairs(rows, tokenizer.pad_token_id)
+    p = collate_packed(rows)
+    assert p["input_ids"].shape == (1, batch_tokens(b)) and batch_tokens(p) == batch_tokens(b) < b["input_ids"].numel()
+    assert len(p["segments"]) == 2 * len(rows) + 1 and p["segments"][-1] == p["input_ids"].shape[1]
+
+    lp_pad, n_pad = padded(**b)
+    lp_pack, n_pack = packed(**p)
+    assert n_pack.tolist() == n_pad.tolist()
+    assert torch.allclose(lp_pack, lp_pad, rtol=1e-5, atol=1e-5), (lp_pack, lp_pad)
+
+    weights = torch.linspace(-1, 1, lp_pad.shape[0])  # an arbitrary loss over the sequences
+    (lp_pad * weights).sum().backward()
+    (lp_pack * weights).sum().backward()
+    grads_pad = dict(padded_model.named_parameters())
+    for name, param in packed_model.named_parameters():
+        assert torch.allclose(param.grad, grads_pad[name].grad, rtol=1e-4, atol=1e-6), name
+
+    # the same packed model still runs padded batches (generation, evaluation) unchanged
+    lp_again, _ = packed(**b)
+    assert torch.allclose(lp_again, lp_pad, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_attention_does_not_cross_sequences(tiny_model_path, tokenizer):
+    """A sequence's log-probs do not depend on what is packed before it."""
+    from transformers import AutoModelForCausalLM
+
+    from cst_ray.training.batching import collate_packed
+
+    rows = _pair_rows(tokenizer)
+    policy = PolicyLogProbs(AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32), packed=True)
+    with torch.no_grad():
+        alone, _ = policy(**collate_packed(rows[2:]))
+        together, _ = policy(**collate_packed(rows))
+    # chosen of row 2 is sequence 2 of 6 when packed with rows 0-1, rejected is sequence 5
+    assert torch.allclose(together[[2, 5]], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_forward_refuses_a_model_that_ignores_the_segments(tiny_model_path, tokenizer):
+    """A model whose attention never receives the segments would attend across sequences: error."""
+    import pytest
+    from transformers import AutoModelForCausalLM
+
+    from cst_ray.training.batching import collate_packed
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    policy = PolicyLogProbs(model, packed=True)
+    model.config._attn_implementation = "sdpa"  # as a model with its own attention wiring would behave
+    with pytest.raises(RuntimeError, match="train.packing: false"):
+        policy(**collate_packed(_pair_rows(tokenizer)))

@@ -21,7 +21,8 @@ REF_SCHEMA = pa.schema(list(PAIR_SCHEMA) + [("ref_chosen_logps", pa.float64()), 
 
 class ReferenceLogProbs:
     def __init__(self, model_path: str, max_length: int, min_response_tokens: int, dtype: str = "float32",
-                 threads: int = 0, micro_batch: int = 8, trust_remote_code: bool = False):
+                 threads: int = 0, micro_batch: int = 8, trust_remote_code: bool = False,
+                 packed: bool = True):
         apply_worker_env()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,13 +37,14 @@ class ReferenceLogProbs:
             self.tok.pad_token = self.tok.eos_token
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
                                                      trust_remote_code=trust_remote_code).to(self.device).eval()
-        self.policy = PolicyLogProbs(model)
+        self.policy = PolicyLogProbs(model, packed=packed)
+        self.packed = packed
         self.max_length, self.min_resp, self.micro = max_length, min_response_tokens, micro_batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
 
-        from cst_ray.training.batching import collate_pairs, pair_length
+        from cst_ray.training.batching import collate, pair_length, to_device
         from cst_ray.training.tokenize import tokenize_pair
 
         rows = batch.to_pylist()
@@ -54,8 +56,8 @@ class ReferenceLogProbs:
         with torch.inference_mode():
             for s in range(0, len(order), self.micro):
                 idx = order[s : s + self.micro]
-                b = {k: v.to(self.device) for k, v in collate_pairs([toks[i] for i in idx], self.tok.pad_token_id).items()}
-                logps, _ = self.policy(b["input_ids"], b["attention_mask"], b["loss_mask"])
+                b = collate([toks[i] for i in idx], self.tok.pad_token_id, self.packed)
+                logps, _ = self.policy(**to_device(b, self.device))
                 logps = logps.double().cpu().tolist()
                 for j, i in enumerate(idx):
                     chosen[i], rejected[i] = logps[j], logps[len(idx) + j]

@@ -63,3 +63,38 @@ def collate_pairs(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         attention[i, : len(s)] = 1
         loss_mask[i, : len(m)] = torch.tensor(m, dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask}
+
+
+def collate_packed(rows: list[dict]) -> dict:
+    """Chosen and rejected of B pairs packed end to end in one row, no padding (chosen first).
+
+    Returns input_ids [1, T], position_ids [1, T] (restarting at 0 for every sequence),
+    loss_mask [1, T], and segments (0, e_1, ..., e_2B = T): sequence i spans [e_{i-1}, e_i).
+    T = the sum of the 2B sequence lengths.
+    """
+    ids: list[int] = []
+    pos: list[int] = []
+    mask: list[int] = []
+    segments = [0]
+    for key in ("chosen_ids", "rejected_ids"):
+        for r in rows:
+            p, resp = r["prompt_ids"], r[key]
+            ids += p + resp
+            pos += range(len(p) + len(resp))
+            mask += [0] * len(p) + [1] * len(resp)
+            segments.append(len(ids))
+    return {"input_ids": torch.tensor([ids], dtype=torch.long), "position_ids": torch.tensor([pos], dtype=torch.long),
+            "loss_mask": torch.tensor([mask], dtype=torch.long), "segments": tuple(segments)}
+
+
+def collate(rows: list[dict], pad_id: int, packed: bool) -> dict:
+    return collate_packed(rows) if packed else collate_pairs(rows, pad_id)
+
+
+def batch_tokens(batch: dict) -> int:
+    """Non-padding tokens of a collated batch."""
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -48,7 +48,10 @@ def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
 
     unset_hf_deepspeed_config()  # a plain, unpartitioned model on rank 0
     sd = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
-    base = AutoModelForCausalLM.from_pretrained(config["model_path"], dtype=torch.float32,
+    # the dtype the weights were gathered in (ZeRO-3's 16-bit consolidation: bf16 for a bf16 run,
+    # fp32 otherwise): a wider model would add memory at the run's end and no information
+    dtype = next((v.dtype for v in sd.values() if v.is_floating_point()), torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(config["model_path"], dtype=dtype,
                                                 trust_remote_code=config["trust_remote_code"])
     if cfg.lora.enabled:
         from cst_ray.training.loop import apply_lora

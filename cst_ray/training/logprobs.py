@@ -4,8 +4,9 @@ A causal LM's logits are [N, T, V]; for SmolLM2 (V = 49,152) at T = 512 in fp32 
 ~100 MB per sequence, kept again for backward. Only response positions matter to DPO, so
 `PolicyLogProbs` runs the decoder, selects the hidden states of label positions, and feeds
 them to `chunked_token_logps`, a fused LM-head + log-softmax + gather whose backward
-recomputes each chunk's logits instead of storing them (the Liger/"cut cross-entropy" idea).
-Peak extra memory is one chunk of [chunk, V] logits.
+recomputes each chunk's logits instead of storing them (the Liger/"cut cross-entropy" idea),
+turning them into the softmax in place from the forward's saved log-sum-exp. Peak extra
+memory is one chunk of [chunk, V] fp32 logits (512 x 49,152: 100 MB) and its bf16 copy.
 """
 
 from __future__ import annotations
@@ -19,25 +20,27 @@ class _ChunkedTokenLogProbs(torch.autograd.Function):
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
         acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for gradcheck
         out = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)
+        lse = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)  # [M], kept for backward
         for s in range(0, hidden.shape[0], chunk):
             logits = (hidden[s : s + chunk] @ weight.t()).to(acc)
-            out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
-        ctx.save_for_backward(hidden, weight, targets)
+            lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
+            out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1) - lse[s : s + chunk]
+        ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk = chunk
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        hidden, weight, targets = ctx.saved_tensors
+        hidden, weight, targets, lse = ctx.saved_tensors
         chunk = ctx.chunk
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros(weight.shape, dtype=grad_out.dtype, device=weight.device) if ctx.needs_input_grad[1] else None
         for s in range(0, hidden.shape[0], chunk):
             h = hidden[s : s + chunk]
             g_out = grad_out[s : s + chunk]
-            logits = (h @ weight.t()).to(g_out.dtype)
-            # d/dlogits of (logit[target] - logsumexp) = onehot - softmax
-            g = torch.softmax(logits, dim=-1).mul_(-g_out[:, None])
+            # d/dlogits of (logit[target] - logsumexp) = onehot - softmax; softmax = exp(logits - lse)
+            # from the forward's lse, computed in place: one [chunk, V] buffer
+            g = (h @ weight.t()).to(g_out.dtype).sub_(lse[s : s + chunk, None]).exp_().mul_(-g_out[:, None])
             g.scatter_add_(1, targets[s : s + chunk, None], g_out[:, None])
             g = g.to(hidden.dtype)
             if grad_h is not None:
@@ -47,7 +50,7 @@ class _ChunkedTokenLogProbs(torch.autograd.Function):
         return grad_h, (grad_w.to(weight.dtype) if grad_w is not None else None), None, None
 
 
-def chunked_token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+def chunked_token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     """
     Args:
         hidden:  [M, H]  hidden states at the positions that predict `targets`
@@ -76,16 +79,24 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 class PolicyLogProbs(nn.Module):
     """Wraps a causal LM so that its forward returns per-sequence response log-probs.
 
-    forward(input_ids [N, T], attention_mask [N, T], loss_mask [N, T]) -> (logps [N], n_tokens [N])
-      loss_mask[n, t] = 1 where token t is a response token whose log-prob counts.
+    Padded:  forward(input_ids [N, T], attention_mask [N, T], loss_mask [N, T])
+    Packed:  forward(input_ids [1, T], loss_mask [1, T], position_ids [1, T], segments=(0, ..., T))
+             (`batching.collate_packed`; N = len(segments) - 1 sequences end to end, no padding)
+    -> (logps [N], n_tokens [N]);  loss_mask[., t] = 1 where token t is a response token whose
+    log-prob counts.
     This is the module handed to DeepSpeed, so ZeRO-3 gathers the LM-head weight (used here,
-    outside its own module) through `register_external_parameter`.
+    outside its own module) through `register_external_parameter`. `packed=True` switches the
+    model's attention to `packing.packed_attention` (unchanged for padded batches).
     """
 
-    def __init__(self, model: nn.Module, chunk: int = 1024):
+    def __init__(self, model: nn.Module, chunk: int = 512, packed: bool = False):
         super().__init__()
         self.model = model
         self.chunk = chunk
+        if packed:
+            from cst_ray.training.packing import enable_packed_attention
+
+            enable_packed_attention(model)
         _, head = _decoder_and_head(model)
         self._zero3_registered = False
         try:
@@ -96,14 +107,29 @@ class PolicyLogProbs(nn.Module):
         except Exception:  # deepspeed missing: plain PyTorch use
             pass
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                loss_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                segments: tuple[int, ...] | None = None):
         decoder, head = _decoder_and_head(self.model)
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        # position t predicts token t+1
+        if segments is not None:
+            from cst_ray.training.packing import run_packed
+
+            hidden = run_packed(decoder, input_ids, position_ids, segments)
+            n_seq = len(segments) - 1
+            # the sequence each position belongs to: [1, T]
+            bounds = torch.tensor(segments[1:], device=input_ids.device)
+            seq_of = torch.bucketize(torch.arange(input_ids.shape[1], device=input_ids.device), bounds, right=True)[None]
+        else:
+            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            n_seq = input_ids.shape[0]
+            seq_of = torch.arange(n_seq, device=input_ids.device)[:, None].expand_as(input_ids)
+        # position t predicts token t+1; in a packed row the last position of one sequence would
+        # predict the next sequence's first token, a prompt token (loss_mask 0), so it never counts
         sel = loss_mask[:, 1:].bool()
         h = hidden[:, :-1][sel]  # [M, H]
         targets = input_ids[:, 1:][sel]  # [M]
         tok_logps = chunked_token_logps(h, head.weight, targets, self.chunk)  # [M]
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(sel)[sel]
-        logps = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device).index_add(0, rows, tok_logps)
-        return logps, sel.sum(dim=1)
+        rows = seq_of[:, 1:][sel]  # the sequence of each target token: [M]
+        logps = torch.zeros(n_seq, dtype=torch.float32, device=input_ids.device).index_add(0, rows, tok_logps)
+        ntok = torch.zeros(n_seq, dtype=torch.long, device=input_ids.device).index_add(0, rows, torch.ones_like(rows))
+        return logps, ntok

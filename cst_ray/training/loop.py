@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from cst_ray.config import LoraConfig, TrainConfig
-from cst_ray.training.batching import collate_pairs, dropped_per_epoch, epoch_batches, pair_length
+from cst_ray.training.batching import batch_tokens, collate, dropped_per_epoch, epoch_batches, pair_length, to_device
 from cst_ray.training.losses import DPOLoss, preference_metrics
 from cst_ray.training.logprobs import PolicyLogProbs
 
@@ -30,7 +30,8 @@ STATE_FILE = "train_state.json"
 REF_FILE = "reference_logps.pt"  # worker_precompute: [pairs, 2] reference log-probs, kept for resume
 
 
-def reference_pass(engine, rows: list[dict], pad_id: int, device, rank: int, world: int, batch: int) -> torch.Tensor:
+def reference_pass(engine, rows: list[dict], pad_id: int, device, rank: int, world: int, batch: int,
+                   packed: bool = True) -> torch.Tensor:
     """Summed response log-probs of every pair under the current (= initial) policy.
 
     Each rank scores a strided share of the pairs, longest first, in batches of `batch` pairs;
@@ -51,8 +52,7 @@ def reference_pass(engine, rows: list[dict], pad_id: int, device, rank: int, wor
             idx = mine[k * batch:(k + 1) * batch]
             real = bool(idx)
             idx = idx or mine[-batch:] or order[:1]
-            b = {key: v.to(device) for key, v in collate_pairs([rows[i] for i in idx], pad_id).items()}
-            logps, _ = engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+            logps, _ = engine(**to_device(collate([rows[i] for i in idx], pad_id, packed), device))
             if real:
                 n = len(idx)
                 local[k * batch:k * batch + n, 0] = torch.tensor(idx, dtype=torch.float64)
@@ -224,7 +224,7 @@ def train_loop_per_worker(config: dict) -> None:
         # PEFT under ZeRO-3 crashes with the non-reentrant variant
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
         model.enable_input_require_grads()
-    policy = PolicyLogProbs(model)
+    policy = PolicyLogProbs(model, packed=cfg.packing)
 
     global_batch = world * cfg.micro_batch_size * cfg.grad_accum
     if len(rows) < global_batch:
@@ -246,7 +246,8 @@ def train_loop_per_worker(config: dict) -> None:
     if cfg.reference == "separate":
         # a frozen ZeRO-3 engine without optimizer: weights stay partitioned from load on
         hf_ds_ref = HfDeepSpeedConfig(deepspeed_config(cfg, with_optimizer=False, hidden_size=hidden)) if cfg.zero_stage == 3 else None
-        ref_model = PolicyLogProbs(_load_model(config["model_path"], param_dtype, config["trust_remote_code"]))
+        ref_model = PolicyLogProbs(_load_model(config["model_path"], param_dtype, config["trust_remote_code"]),
+                                   packed=cfg.packing)
         del hf_ds_ref  # transformers keeps a global weak reference: later loads must not partition
         ref_model.requires_grad_(False)
         if cfg.zero_stage == 3:
@@ -282,7 +283,8 @@ def train_loop_per_worker(config: dict) -> None:
     ref_pass_s = 0.0
     if cfg.reference == "worker_precompute" and ref_table is None:
         t0 = time.perf_counter()
-        ref_table = reference_pass(engine, rows, pad_id, device, rank, world, batch=2 * cfg.micro_batch_size)
+        ref_table = reference_pass(engine, rows, pad_id, device, rank, world, batch=2 * cfg.micro_batch_size,
+                                   packed=cfg.packing)
         ref_pass_s = time.perf_counter() - t0
         if rank == 0:
             print(f"[train] reference pass: {len(rows)} pairs in {ref_pass_s:.1f}s", flush=True)
@@ -303,11 +305,11 @@ def train_loop_per_worker(config: dict) -> None:
         for m in range(cfg.grad_accum):
             micro_idx = local[m * cfg.micro_batch_size : (m + 1) * cfg.micro_batch_size]
             micro = [rows[i] for i in micro_idx]
-            b = {k: v.to(device) for k, v in collate_pairs(micro, pad_id).items()}
-            tokens += int(b["attention_mask"].sum())
+            b = to_device(collate(micro, pad_id, cfg.packing), device)
+            tokens += batch_tokens(b)
             B = len(micro)
             t0 = time.perf_counter()
-            logps, ntok = engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+            logps, ntok = engine(**b)
             if ref_table is not None:
                 ref = torch.cat([ref_table[micro_idx, 0], ref_table[micro_idx, 1]]).to(device)
             elif cfg.reference == "precomputed":
@@ -316,10 +318,10 @@ def train_loop_per_worker(config: dict) -> None:
             else:
                 with torch.no_grad():
                     if cfg.reference == "separate":
-                        ref, _ = ref_engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+                        ref, _ = ref_engine(**b)
                     else:  # adapter
                         with engine.module.model.disable_adapter():
-                            ref, _ = engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+                            ref, _ = engine(**b)
             pol, ref = logps.float(), ref.float()
             if cfg.loss_type == "ipo":  # IPO works on length-averaged log-probs
                 pol, ref = pol / ntok.clamp(min=1), ref / ntok.clamp(min=1)

@@ -1,4 +1,4 @@
-"""Ray Train wiring: tokenize once on the driver, then a TorchTrainer of DeepSpeed workers.
+"""Ray Train wiring: tokenize once in a Ray task, then a TorchTrainer of DeepSpeed workers.
 
 Placement and fault tolerance are decided here only: ScalingConfig from `train.*`,
 RunConfig(storage_path=<run>/train or a URI, name="ray_train") so that re-submitting the same
@@ -18,6 +18,22 @@ from cst_ray.storage import resolve_storage
 from cst_ray.training.tokenize import tokenize_pairs
 
 RUN_NAME = "ray_train"
+
+
+def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code: bool, max_length: int,
+                          min_response_tokens: int) -> tuple[list[dict], dict]:
+    """-> (tokenized rows, {"stats", "pad_token_id", "missing_reference"}). Runs as a one-shot
+    Ray task (`run_training`), so the driver never loads the tokenizer (transformers, ~0.15 GiB)
+    and the rows go to the object store once, for every worker."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    rows, tstats = tokenize_pairs(tok, pairs, max_length=max_length, min_response_tokens=min_response_tokens)
+    missing = [r["id"] for r in rows if "ref_chosen_logps" not in r or "ref_rejected_logps" not in r]
+    return rows, {"stats": tstats.as_dict(), "pad_token_id": tok.pad_token_id, "n_rows": len(rows),
+                  "missing_reference": missing}
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -43,32 +59,31 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-    from transformers import AutoTokenizer
-
     from cst_ray.training.loop import train_loop_per_worker
 
     tc = cfg.train
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    rows, tstats = tokenize_pairs(tok, pairs, max_length=tc.max_length, min_response_tokens=tc.min_response_tokens)
-    if not rows:
+    # max_calls=1: the task's process exits afterwards instead of idling with a tokenizer loaded
+    task = ray.remote(num_returns=2, max_calls=1, num_cpus=1)(tokenize_for_training)
+    rows_ref, meta_ref = task.remote(pairs, model_path, cfg.model.trust_remote_code, tc.max_length,
+                                     tc.min_response_tokens)
+    meta = ray.get(meta_ref)
+    if not meta["n_rows"]:
         raise StageError("no trainable pairs after tokenization (see train.max_length)")
     if tc.reference == "precomputed":
-        missing = [r["id"] for r in rows if "ref_chosen_logps" not in r or "ref_rejected_logps" not in r]
+        missing = meta["missing_reference"]
         if missing:
-            raise StageError(f"train.reference=precomputed but {len(missing)} of {len(rows)} pairs have no reference "
+            raise StageError(f"train.reference=precomputed but {len(missing)} of {meta['n_rows']} pairs have no reference "
                              f"log-probs (first: {missing[0]}); set pairs.reference_logps: true and re-run "
                              f"`cst-ray pairs` with the same train.max_length")
     global_batch = tc.num_workers * tc.micro_batch_size * tc.grad_accum
-    total_steps = tc.max_steps or (len(rows) // global_batch) * tc.epochs
+    total_steps = tc.max_steps or (meta["n_rows"] // global_batch) * tc.epochs
     crash_marker = str(out_dir / ".crash-once") if tc.crash_after_step else ""
     loop_config = {
         "train": dataclasses.asdict(tc),
-        "data_ref": ray.put(rows),
-        "pad_token_id": tok.pad_token_id,
+        "data_ref": rows_ref,
+        "pad_token_id": meta["pad_token_id"],
         "model_path": model_path,
         "trust_remote_code": cfg.model.trust_remote_code,
         "export_dir": str(out_dir / "model"),
@@ -79,7 +94,7 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         "base_name": cfg.model.name_or_path,
         "method": method,
         "total_steps": total_steps,
-        "n_pairs": len(rows),
+        "n_pairs": meta["n_rows"],
     }
     storage = resolve_storage(storage_path or str(out_dir / "checkpoints"))
     trainer = TorchTrainer(
@@ -102,7 +117,7 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
     return {
         "method": method,
         "pairs_in": len(pairs),
-        "tokenize": tstats.as_dict(),
+        "tokenize": meta["stats"],
         "global_batch_pairs": global_batch,
         "total_steps": total_steps,
         "final_metrics": metrics[-1] if metrics else {},
