@@ -38,7 +38,7 @@ class ReferenceLogProbs:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
                                                      trust_remote_code=trust_remote_code).to(self.device).eval()
         self.policy = PolicyLogProbs(model, packed=packed)
-        self.packed = packed
+        self.packed = packed  # how to collate for that policy
         self.max_length, self.min_resp, self.micro = max_length, min_response_tokens, micro_batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -41,18 +41,21 @@ def dropped_per_epoch(n: int, global_batch: int) -> int:
     return n % global_batch
 
 
+def _sequences(rows: list[dict]):
+    """(token ids, loss mask) of every sequence of a batch: the B chosen, then the B rejected."""
+    for key in ("chosen_ids", "rejected_ids"):
+        for r in rows:
+            p, resp = r["prompt_ids"], r[key]
+            yield p + resp, [0] * len(p) + [1] * len(resp)
+
+
 def collate_pairs(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Chosen and rejected of B pairs as one batch of 2B sequences (chosen first).
 
     Returns input_ids [2B, T], attention_mask [2B, T], loss_mask [2B, T] (1 on response tokens,
     including the response's EOS even when pad == EOS: the mask comes from lengths).
     """
-    seqs, masks = [], []
-    for key in ("chosen_ids", "rejected_ids"):
-        for r in rows:
-            p, resp = r["prompt_ids"], r[key]
-            seqs.append(p + resp)
-            masks.append([0] * len(p) + [1] * len(resp))
+    seqs, masks = zip(*_sequences(rows))
     T = max(len(s) for s in seqs)
     n = len(seqs)
     input_ids = torch.full((n, T), pad_id, dtype=torch.long)
@@ -76,13 +79,11 @@ def collate_packed(rows: list[dict]) -> dict:
     pos: list[int] = []
     mask: list[int] = []
     segments = [0]
-    for key in ("chosen_ids", "rejected_ids"):
-        for r in rows:
-            p, resp = r["prompt_ids"], r[key]
-            ids += p + resp
-            pos += range(len(p) + len(resp))
-            mask += [0] * len(p) + [1] * len(resp)
-            segments.append(len(ids))
+    for seq, m in _sequences(rows):
+        ids += seq
+        pos += range(len(seq))
+        mask += m
+        segments.append(len(ids))
     return {"input_ids": torch.tensor([ids], dtype=torch.long), "position_ids": torch.tensor([pos], dtype=torch.long),
             "loss_mask": torch.tensor([mask], dtype=torch.long), "segments": tuple(segments)}
 
