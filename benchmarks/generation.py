@@ -8,7 +8,7 @@ that none competes with another for the 2 cores.
     python benchmarks/generation.py --prompts 64   # quicker
 
 Prints generated tokens/s for (a) the Ray Data pipeline, (b) bare vLLM in one call, (c) HF
-generate batched. Every figure is wall time from the start of the work to the last token, with
+generate batched; with the linearity run, (a) and (b) again at 4x the prompts. Every figure is wall time from the start of the work to the last token, with
 the same start: (b) and (c) from before the engine's construction (`import vllm` included),
 (a) from before `ray.init` (the local cluster, Ray Data planning, the actor's process start
 and its engine construction included); the interpreter start and the cached model conversion
@@ -86,7 +86,7 @@ def measure_ray(args) -> dict:
     from cst_ray.generation.critique import RESPONSE_SCHEMA, Responder
     from cst_ray.generation.pipeline import run_actor_map
     from cst_ray.models import resolve_model
-    from cst_ray.runtime import init_ray
+    from cst_ray.runtime import engine_env, init_ray
 
     model_path = resolve_model(ModelConfig(name_or_path=args.model))
     ps = _prompts(args.prompts)
@@ -101,7 +101,8 @@ def measure_ray(args) -> dict:
         st = run_actor_map(label="bench", table=table, out_dir=Path(tmp) / "out", fn_cls=Responder,
                            fn_kwargs=dict(model_path=model_path, model_name=args.model, engine=_engine_cfg(args),
                                           threads=args.threads),
-                           pool=pool, schema=RESPONSE_SCHEMA, rows_per_shard=1024, progress_interval_s=1e9)
+                           pool=pool, schema=RESPONSE_SCHEMA, rows_per_shard=1024, progress_interval_s=1e9,
+                           env_vars=engine_env("vllm"))
         t2 = time.time()
     return {"tokens": st.generated_tokens, "wall_s": t2 - t0, "start_s": t1 - t0, "chat_s": t2 - t1, "rows": st.rows_out}
 
@@ -115,7 +116,9 @@ def _child(mode: str, args, prompts: int | None = None) -> dict:
         cmd.append("--compile")
     # every engine gets the same CPU threads, set before torch loads (the pipeline's actor gets
     # them from its runtime_env)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count() or 1)}
+    from cst_ray.runtime import physical_cores
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or physical_cores())}
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     for line in res.stdout.splitlines():
         if line.startswith("CHILD "):
@@ -135,7 +138,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="prompts per map_batches call (configs/default.yaml)")
     ap.add_argument("--hf-batch", type=int, default=16)
     ap.add_argument("--actors", type=int, default=1, help="engine actors in the pool")
-    ap.add_argument("--threads", type=int, default=1, help="threads per engine actor (0 = all cores)")
+    ap.add_argument("--threads", type=int, default=0, help="threads per engine (0 = one per physical core)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                     help="vLLM with torch.compile (generation.engine.enforce_eager: false)")
     ap.add_argument("--no-linearity", action="store_true")
@@ -145,8 +148,12 @@ def main() -> None:
         fn = {"bare": measure_bare, "hf": measure_hf, "ray": measure_ray}[args.child]
         print("CHILD " + json.dumps(fn(args)), flush=True)
         return
+    from cst_ray.config import EngineConfig
+    from cst_ray.runtime import physical_cores
+
     print(f"# {args.prompts} prompts, <= {args.max_tokens} new tokens, {args.dtype}, T={args.temperature}, "
-          f"model {args.model}, {os.cpu_count()} CPUs", flush=True)
+          f"top_p={EngineConfig().top_p}, model {args.model}, {os.cpu_count()} CPUs ({physical_cores()} cores), "
+          f"{args.threads or physical_cores()} thread(s) per engine", flush=True)
     def show(tag: str, r: dict, start: str) -> None:
         print(f"{tag:<38}{r['tok_s']:8.1f} generated tok/s  ({r['tokens']} tok in {r['wall_s']:.1f} s = "
               f"{start} {r['start_s']:.1f} s + {r['chat_s']:.1f} s; after start {r['tokens'] / r['chat_s']:.1f} tok/s)",
@@ -164,6 +171,11 @@ def main() -> None:
         # time per generated token at 4N vs at N (sampling lengths vary, so normalise by tokens)
         lin = (a4["wall_s"] / a4["tokens"]) / (a["wall_s"] / a["tokens"])
         show(f"(a) at {4 * args.prompts} prompts:", a4, "ray.init")
+        b4 = _child("bare", args, prompts=4 * args.prompts)
+        show(f"(b) at {4 * args.prompts} prompts:", b4, "import + engine")
+        print(f"(a)/(b) at {4 * args.prompts} prompts: {a4['tok_s'] / b4['tok_s']:.3f} (Ray's start-up is a fixed "
+              f"cost: {a4['wall_s'] - b4['wall_s']:.1f} s here vs {a['wall_s'] - b['wall_s']:.1f} s at {args.prompts})",
+              flush=True)
     print(f"RESULT gen_vs_vllm={a['tok_s'] / b['tok_s']:.3f} gen_vs_hf={a['tok_s'] / c['tok_s']:.3f} linearity={lin:.3f}")
 
 

@@ -60,7 +60,7 @@ class EngineConfig:
     dtype: str = "bfloat16"
     max_new_tokens: int = 128
     temperature: float = 0.7
-    top_p: float = 0.95
+    top_p: float = 1.0  # vLLM-CPU sorts the whole vocabulary for top-p < 1: 2.3x slower generation (BENCHMARKS.md)
     repetition_penalty: float = 1.0
     seed: int = 0  # engine-level seed (per-request seeds crash vLLM-CPU under chunked prefill)
     max_model_len: int = 2048
@@ -81,7 +81,7 @@ class ActorPoolConfig:
     batch_size: int = 64  # prompts per map_batches call
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    # Threads the engine may use inside the actor; 0 = all cores of the node.
+    # Threads the engine may use inside the actor; 0 = one per physical core of the node.
     # Ray sets OMP_NUM_THREADS to num_cpus, which starves a CPU engine.
     threads: int = 0
 

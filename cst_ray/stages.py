@@ -30,6 +30,7 @@ from cst_ray.data.sources import read_prompts, split_by_id
 from cst_ray.generation.pipeline import read_shards, run_actor_map, write_stats
 from cst_ray.errors import StageError
 from cst_ray.models import resolve_model
+from cst_ray.runtime import engine_env
 from cst_ray.storage import join as storage_join
 
 STAGES = ("generate", "pairs", "train", "evaluate")
@@ -108,6 +109,7 @@ def generate(cfg: CSTConfig) -> dict:
         tensor_parallel_size=g.engine.tensor_parallel_size,
         use_gpu=_use_gpu(cfg),
         reject_column="reject_reason",
+        env_vars=engine_env(g.engine.backend),
         done_key="prompt_id",
     )
     d = stats.as_dict()
@@ -319,7 +321,7 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
                            rows_per_shard=cfg.generation.rows_per_shard,
                            progress_interval_s=cfg.generation.progress_interval_s,
                            tensor_parallel_size=cfg.generation.engine.tensor_parallel_size,
-                           use_gpu=_use_gpu(cfg))
+                           use_gpu=_use_gpu(cfg), env_vars=engine_env(engine.backend))
         gen_stats[name] = st.as_dict()
         answers = [a for a in read_shards(rdir).to_pylist() if a["id"] in wanted]
         harmful = [a for a in answers if a["variant"] != BENIGN_VARIANT]

