@@ -84,6 +84,11 @@ class ActorPoolConfig:
     # Threads the engine may use inside the actor; 0 = one per physical core of the node.
     # Ray sets OMP_NUM_THREADS to num_cpus, which starves a CPU engine.
     threads: int = 0
+    # Ray Data batches each actor works on at once (max_concurrent_calls_per_actor); their
+    # requests share the vLLM engine's continuous batches. 1 (default): a batch's outputs depend
+    # only on its own prompts and the engine seed; 2 measured no faster on the 2-core CPU
+    # machine (1,024 prompts in batches of 256: 148.0 s vs 145.6 s, BENCHMARKS.md).
+    batches_in_flight: int = 1
 
 
 @dataclass
@@ -390,6 +395,7 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
         "must be >= generation.pool.min_actors",
     )
     need(cfg.generation.pool.batch_size >= 1, "generation.pool.batch_size", "must be >= 1")
+    need(cfg.generation.pool.batches_in_flight >= 1, "generation.pool.batches_in_flight", "must be >= 1")
     need(cfg.generation.critique.principles_per_prompt >= 1, "generation.critique.principles_per_prompt", "must be >= 1")
     need(cfg.generation.critique.revision_rounds >= 1, "generation.critique.revision_rounds", "must be >= 1")
     need("{prompt}" in cfg.generation.critique.y0_template, "generation.critique.y0_template", "must contain {prompt}")

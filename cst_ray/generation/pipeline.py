@@ -108,16 +108,16 @@ def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, 
                        env_vars: dict | None = None) -> dict:
     """map_batches kwargs for the engine actor pool (autoscaling between min and max).
 
-    `enable_true_multi_threading=True`: with one call at a time per actor (Ray's default
-    max_concurrency=1) every batch then runs on the actor's main thread, the thread that built
-    the engine. Ray Data's default instead hands each call to a helper thread; OpenMP then
-    starts a second, unbound thread team for it beside the one vLLM-CPU pinned to the cores at
-    construction (256 prompts: 44.7-52.8 s per call vs 34.3 s; BENCHMARKS.md)."""
+    `batches_in_flight` calls run at once per actor, each on its own thread
+    (`enable_true_multi_threading`): the engines are thread-safe (vLLM's engine thread takes
+    every caller's requests into its continuous batches; HF callers take turns). Ray Data's
+    default would instead run one call at a time through one helper thread."""
     from ray.data import ActorPoolStrategy
 
     # Ray Data restarts a crashed actor and retries its batch (max_restarts=-1,
     # max_task_retries=-1 by default); the driver drops any id it has already written.
     kwargs: dict = dict(compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
+                                                  max_concurrent_calls_per_actor=pool.batches_in_flight,
                                                   enable_true_multi_threading=True),
                         batch_size=pool.batch_size)
     if use_gpu and tensor_parallel_size > 1:
@@ -208,7 +208,8 @@ def run_actor_map(
     if todo.num_rows:
         # Blocks cut on the driver (zero-copy slices): no repartition stage, whose tasks would
         # start worker processes before the first batch.
-        n_blocks = max(1, min(todo.num_rows // max(pool.batch_size, 1), 4 * pool.max_actors))
+        n_blocks = max(1, min(todo.num_rows // max(pool.batch_size, 1),
+                              max(4, pool.batches_in_flight) * pool.max_actors))
         step = -(-todo.num_rows // n_blocks)
         ds = ray.data.from_arrow([todo.slice(i, step) for i in range(0, todo.num_rows, step)])
         ds = ds.map_batches(fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow",
