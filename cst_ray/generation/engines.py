@@ -81,8 +81,10 @@ class VLLMEngine(Engine):
     from the thread that builds it, and a batch stepped from another thread gets a second,
     unpinned OpenMP team (~30% slower, BENCHMARKS.md). `chat()` may be called from any number of
     threads at once: it queues its conversations and waits, and the engine thread adds whatever
-    is queued before each step, so concurrent calls (Ray Data batches in flight on one actor)
-    share continuous batches instead of each ending in a tail of a few long answers.
+    is queued before each step, so concurrent calls (Ray Data batches in flight on one actor,
+    `generation.pool.batches_in_flight`) share the engine's continuous batches. With
+    multiprocessing (the GPU default) vLLM installs its signal handlers in the engine-core
+    process, not in the thread that builds the LLM.
     """
 
     def __init__(self, model_path: str, cfg: EngineConfig, *, trust_remote_code: bool = False):
