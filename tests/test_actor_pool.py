@@ -10,8 +10,7 @@ from cst_ray.config import ActorPoolConfig
 
 pytestmark = pytest.mark.heavy
 
-SCHEMA = pa.schema([("id", pa.string()), ("init_thread", pa.int64()), ("call_thread", pa.int64()),
-                    ("omp", pa.string()), ("ld_preload", pa.string()), ("pid", pa.int64()),
+SCHEMA = pa.schema([("id", pa.string()), ("omp", pa.string()), ("ld_preload", pa.string()), ("pid", pa.int64()),
                     ("overlapped", pa.bool_())])
 
 
@@ -34,7 +33,6 @@ def test_pool_runs_batches_in_flight_with_the_configured_environment(ray_local, 
 
     class Probe:  # defined here so that Ray pickles it by value
         def __init__(self):
-            self.init_thread = threading.get_native_id()
             self.lock = threading.Lock()
             self.active = 0
             self.overlapped = False
@@ -50,9 +48,7 @@ def test_pool_runs_batches_in_flight_with_the_configured_environment(ray_local, 
                 self.active -= 1
                 overlapped = self.overlapped
             n = batch.num_rows
-            return pa.table({"id": batch.column("id"), "init_thread": [self.init_thread] * n,
-                             "call_thread": [threading.get_native_id()] * n,
-                             "omp": [os.environ.get("OMP_NUM_THREADS", "")] * n,
+            return pa.table({"id": batch.column("id"), "omp": [os.environ.get("OMP_NUM_THREADS", "")] * n,
                              "ld_preload": [os.environ.get("LD_PRELOAD", "")] * n, "pid": [os.getpid()] * n,
                              "overlapped": [overlapped] * n},
                             schema=SCHEMA)

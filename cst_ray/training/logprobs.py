@@ -131,5 +131,4 @@ class PolicyLogProbs(nn.Module):
         tok_logps = chunked_token_logps(h, head.weight, targets, self.chunk)  # [M]
         rows = seq_of[:, 1:][sel]  # the sequence of each target token: [M]
         logps = torch.zeros(n_seq, dtype=torch.float32, device=input_ids.device).index_add(0, rows, tok_logps)
-        ntok = torch.zeros(n_seq, dtype=torch.long, device=input_ids.device).index_add(0, rows, torch.ones_like(rows))
-        return logps, ntok
+        return logps, torch.bincount(rows, minlength=n_seq)

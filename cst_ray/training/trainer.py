@@ -22,7 +22,8 @@ RUN_NAME = "ray_train"
 
 def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code: bool, max_length: int,
                           min_response_tokens: int) -> tuple[list[dict], dict]:
-    """-> (tokenized rows, {"stats", "pad_token_id", "missing_reference"}). Runs as a one-shot
+    """-> (tokenized rows, {"stats", "pad_token_id", "n_rows", "missing_reference" (pairs without
+    reference log-probs), "first_missing_reference"}). Runs as a one-shot
     Ray task (`run_training`), so the driver never loads the tokenizer (transformers, ~0.15 GiB)
     and the rows go to the object store once, for every worker."""
     from transformers import AutoTokenizer
@@ -32,8 +33,9 @@ def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code:
         tok.pad_token = tok.eos_token
     rows, tstats = tokenize_pairs(tok, pairs, max_length=max_length, min_response_tokens=min_response_tokens)
     missing = [r["id"] for r in rows if "ref_chosen_logps" not in r or "ref_rejected_logps" not in r]
+    # a count and the first id, not every id: without precomputed references that is every row
     return rows, {"stats": tstats.as_dict(), "pad_token_id": tok.pad_token_id, "n_rows": len(rows),
-                  "missing_reference": missing}
+                  "missing_reference": len(missing), "first_missing_reference": missing[0] if missing else ""}
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -72,10 +74,10 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
     if not meta["n_rows"]:
         raise StageError("no trainable pairs after tokenization (see train.max_length)")
     if tc.reference == "precomputed":
-        missing = meta["missing_reference"]
-        if missing:
-            raise StageError(f"train.reference=precomputed but {len(missing)} of {meta['n_rows']} pairs have no reference "
-                             f"log-probs (first: {missing[0]}); set pairs.reference_logps: true and re-run "
+        if meta["missing_reference"]:
+            raise StageError(f"train.reference=precomputed but {meta['missing_reference']} of {meta['n_rows']} pairs have "
+                             f"no reference log-probs (first: {meta['first_missing_reference']}); set "
+                             f"pairs.reference_logps: true and re-run "
                              f"`cst-ray pairs` with the same train.max_length")
     global_batch = tc.num_workers * tc.micro_batch_size * tc.grad_accum
     total_steps = tc.max_steps or (meta["n_rows"] // global_batch) * tc.epochs
