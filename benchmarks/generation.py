@@ -5,20 +5,27 @@ same dtype, run side by side in one invocation; each measurement runs in its own
 that none competes with another for the 2 cores.
 
     python benchmarks/generation.py                # 256 prompts (+1,024 for linearity)
-    python benchmarks/generation.py --prompts 64   # quicker
+    python benchmarks/generation.py --prompts 64 --repeats 1 --no-linearity   # quicker
 
 Prints generated tokens/s for (a) the Ray Data pipeline, (b) bare vLLM in one call, (c) HF
-generate batched; with the linearity run, (a) and (b) again at 4x the prompts. Two figures each:
+generate batched; with the linearity run, (a) and (b) again at 4x the prompts. (a) and (b) run
+`--repeats` times in pairs, the order alternating: this machine's speed drifts by a few percent
+over minutes, more than the difference being measured, so one run of each is not enough; the
+ratios are medians over the pairs. Three figures:
 
   * whole run: wall time from the start of the work to the last token, the same start for all:
     (b) and (c) from before the engine's construction (`import vllm` included), (a) from before
     `ray.init` (the local cluster, Ray Data planning, the actor's process start and its engine
     construction included); interpreter start and the cached model conversion are outside all.
+  * on a running Ray: (a) from after `ray.init`, against (b)'s whole run: what a job submitted
+    to a running cluster pays, or any stage of `cst-ray run` after the first (one `ray.init`
+    serves them all).
   * steady state: generated tokens over the time after the engine exists ((a): after the first
     actor's engine is built; the actor notes the time), i.e. what Ray costs per token once up.
 
 Ends with `RESULT gen_vs_vllm=<a/b> gen_vs_hf=<a/c> linearity=<t(4N) / (4 t(N))>
-steady_gen_vs_vllm=<a/b> steady_gen_vs_hf=<a/c>` (the first two: whole runs).
+steady_gen_vs_vllm=<a/b> steady_gen_vs_hf=<a/c> running_gen_vs_vllm=<a/b>` (the first two:
+whole runs).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,7 +112,7 @@ def measure_ray(args) -> dict:
 
     from cst_ray.config import ActorPoolConfig, ModelConfig, RayConfig
     from cst_ray.generation.critique import RESPONSE_SCHEMA
-    from cst_ray.generation.pipeline import run_actor_map
+    from cst_ray.generation.pipeline import engine_threads, run_actor_map
     from cst_ray.models import resolve_model
     from cst_ray.runtime import engine_env, init_ray
 
@@ -121,7 +129,7 @@ def measure_ray(args) -> dict:
         ready = Path(tmp) / "ready"
         st = run_actor_map(label="bench", table=table, out_dir=Path(tmp) / "out", fn_cls=_timed_responder(),
                            fn_kwargs=dict(model_path=model_path, model_name=args.model, engine=_engine_cfg(args),
-                                          threads=args.threads, ready_file=str(ready)),
+                                          threads=engine_threads(pool), ready_file=str(ready)),
                            pool=pool, schema=RESPONSE_SCHEMA, rows_per_shard=1024, progress_interval_s=1e9,
                            env_vars=engine_env("vllm"))
         t2 = time.time()
@@ -153,22 +161,28 @@ def _child(mode: str, args, prompts: int | None = None) -> dict:
 
 
 def main() -> None:
-    from cst_ray.config import ActorPoolConfig
+    from cst_ray.config import load_config
 
+    default_pool = load_config(ROOT / "configs" / "default.yaml").generation.pool
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--batch", type=int, default=256, help="prompts per map_batches call (configs/default.yaml)")
-    ap.add_argument("--in-flight", type=int, default=ActorPoolConfig.batches_in_flight,
+    ap.add_argument("--batch", type=int, default=default_pool.batch_size,
+                    help="most prompts per map_batches call (default: configs/default.yaml)")
+    ap.add_argument("--in-flight", type=int, default=default_pool.batches_in_flight,
                     help="Ray Data batches per actor at once (generation.pool.batches_in_flight)")
     ap.add_argument("--hf-batch", type=int, default=16)
-    ap.add_argument("--actors", type=int, default=1, help="engine actors in the pool")
-    ap.add_argument("--threads", type=int, default=0, help="threads per engine (0 = one per physical core)")
+    ap.add_argument("--actors", type=int, default=default_pool.max_actors,
+                    help="engine actors in the pool (default: configs/default.yaml)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads per engine; 0: (b) and (c) one per physical core, (a) the cores shared among its actors")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                     help="vLLM with torch.compile (generation.engine.enforce_eager: false)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="(a)/(b) pairs, order alternating; ratios are medians over the pairs")
     ap.add_argument("--no-linearity", action="store_true")
     ap.add_argument("--child", default="")
     args = ap.parse_args()
@@ -176,39 +190,63 @@ def main() -> None:
         fn = {"bare": measure_bare, "hf": measure_hf, "ray": measure_ray}[args.child]
         print("CHILD " + json.dumps(fn(args)), flush=True)
         return
-    from cst_ray.config import EngineConfig
+    from cst_ray.config import ActorPoolConfig, EngineConfig
+    from cst_ray.generation.pipeline import engine_threads
     from cst_ray.runtime import physical_cores
 
+    ray_threads = engine_threads(ActorPoolConfig(max_actors=args.actors, threads=args.threads))
     print(f"# {args.prompts} prompts, <= {args.max_tokens} new tokens, {args.dtype}, T={args.temperature}, "
-          f"top_p={EngineConfig().top_p}, model {args.model}, {os.cpu_count()} CPUs ({physical_cores()} cores), "
-          f"{args.threads or physical_cores()} thread(s) per engine", flush=True)
+          f"top_p={EngineConfig().top_p}, model {args.model}, {os.cpu_count()} CPUs ({physical_cores()} cores); "
+          f"(b), (c): one engine of {args.threads or physical_cores()} thread(s); (a): {args.actors} engine actor(s) "
+          f"of {ray_threads} thread(s), <= {args.batch} prompts per call, {args.in_flight} call(s) in flight per actor",
+          flush=True)
     def show(tag: str, r: dict, start: str) -> None:
         print(f"{tag:<38}{r['tok_s']:8.1f} generated tok/s  ({r['tokens']} tok in {r['wall_s']:.1f} s = "
               f"{start} {r['start_s']:.1f} s + {r['chat_s']:.1f} s; steady state, once the engine is built: "
               f"{r['steady_tok_s']:.1f} tok/s)", flush=True)
 
-    b = _child("bare", args)
-    show("(b) bare vllm.LLM.chat, one call:", b, "import + engine")
-    a = _child("ray", args)
-    show("(a) Ray Data pipeline:", a, "ray.init")
+    # (a) and (b) in pairs, the order alternating, so that the machine's drift over minutes
+    # (a few percent here, on both sides alike) falls on both; ratios are per pair, then median
+    pairs = []
+    for r in range(args.repeats):
+        order = ("bare", "ray") if r % 2 == 0 else ("ray", "bare")
+        got = {m: _child(m, args) for m in order}
+        pairs.append((got["ray"], got["bare"]))
+        show(f"(b) bare vllm.LLM.chat, one call [{r + 1}]:", got["bare"], "import + engine")
+        show(f"(a) Ray Data pipeline [{r + 1}]:", got["ray"], "ray.init")
     c = _child("hf", args)
     show(f"(c) HF generate, batch {args.hf_batch}:", c, "import + model")
+
+    def med(xs: list[float]) -> float:
+        return statistics.median(xs)
+
+    whole = [a["tok_s"] / b["tok_s"] for a, b in pairs]
+    running = [a["tokens"] / a["chat_s"] / b["tok_s"] for a, b in pairs]
+    steady = [a["steady_tok_s"] / b["steady_tok_s"] for a, b in pairs]
+    a_tok_s = med([a["tok_s"] for a, _ in pairs])
+    a_steady = med([a["steady_tok_s"] for a, _ in pairs])
+    print(f"(a)/(b) over {len(pairs)} pair(s), median [min, max]: whole run {med(whole):.3f} "
+          f"[{min(whole):.3f}, {max(whole):.3f}]; on a running Ray (from after ray.init, "
+          f"{med([a['start_s'] for a, _ in pairs]):.1f} s) {med(running):.3f} [{min(running):.3f}, {max(running):.3f}]; "
+          f"steady state {med(steady):.3f} [{min(steady):.3f}, {max(steady):.3f}]", flush=True)
     lin = float("nan")
     if not args.no_linearity:
         a4 = _child("ray", args, prompts=4 * args.prompts)
         # time per generated token at 4N vs at N (sampling lengths vary, so normalise by tokens)
-        lin = (a4["wall_s"] / a4["tokens"]) / (a["wall_s"] / a["tokens"])
+        lin = (a4["wall_s"] / a4["tokens"]) / (med([a["wall_s"] / a["tokens"] for a, _ in pairs]))
         show(f"(a) at {4 * args.prompts} prompts:", a4, "ray.init")
         b4 = _child("bare", args, prompts=4 * args.prompts)
         show(f"(b) at {4 * args.prompts} prompts:", b4, "import + engine")
-        print(f"(a)/(b) at {4 * args.prompts} prompts: {a4['tok_s'] / b4['tok_s']:.3f} (Ray's extra wall time "
-              f"{a4['wall_s'] - b4['wall_s']:.1f} s vs {a['wall_s'] - b['wall_s']:.1f} s at {args.prompts}; steady state "
-              f"{a4['steady_tok_s'] / b4['steady_tok_s']:.3f})", flush=True)
-    # gen_vs_*: whole runs, engine start-up included on both sides; steady_*: generated tokens over
-    # the time after the (first) engine exists, i.e. what Ray costs per token once running
-    print(f"RESULT gen_vs_vllm={a['tok_s'] / b['tok_s']:.3f} gen_vs_hf={a['tok_s'] / c['tok_s']:.3f} linearity={lin:.3f} "
-          f"steady_gen_vs_vllm={a['steady_tok_s'] / b['steady_tok_s']:.3f} "
-          f"steady_gen_vs_hf={a['steady_tok_s'] / c['steady_tok_s']:.3f}")
+        print(f"(a)/(b) at {4 * args.prompts} prompts: whole run {a4['tok_s'] / b4['tok_s']:.3f}; on a running Ray "
+              f"{a4['tokens'] / a4['chat_s'] / b4['tok_s']:.3f}; steady state "
+              f"{a4['steady_tok_s'] / b4['steady_tok_s']:.3f} (Ray's extra wall time {a4['wall_s'] - b4['wall_s']:.1f} s)",
+              flush=True)
+    # gen_vs_*: whole runs, start-up included on both sides (ray.init on (a)'s); running_*: (a)
+    # from after ray.init (a job on a running cluster, or any stage after the first); steady_*:
+    # generated tokens over the time after the (first) engine exists. Medians over the pairs.
+    print(f"RESULT gen_vs_vllm={med(whole):.3f} gen_vs_hf={a_tok_s / c['tok_s']:.3f} linearity={lin:.3f} "
+          f"steady_gen_vs_vllm={med(steady):.3f} steady_gen_vs_hf={a_steady / c['steady_tok_s']:.3f} "
+          f"running_gen_vs_vllm={med(running):.3f}")
 
 
 if __name__ == "__main__":

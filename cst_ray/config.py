@@ -78,11 +78,13 @@ class EngineConfig:
 class ActorPoolConfig:
     min_actors: int = 1
     max_actors: int = 1
-    batch_size: int = 64  # prompts per map_batches call
+    batch_size: int = 64  # most prompts per map_batches call (rows are cut evenly over the actors)
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    # Threads the engine may use inside the actor; 0 = one per physical core of the node.
-    # Ray sets OMP_NUM_THREADS to num_cpus, which starves a CPU engine.
+    # Threads each CPU engine uses inside its actor; 0 = the node's physical cores shared evenly
+    # among the pool's max_actors (at least 1): the embedded default, where every actor runs on
+    # one node. On a multi-node CPU cluster, set it to the cores each actor gets. Ray would set
+    # OMP_NUM_THREADS to num_cpus, which starves a CPU engine.
     threads: int = 0
     # Ray Data batches each actor works on at once (max_concurrent_calls_per_actor); their
     # requests share the vLLM engine's continuous batches. 1 (default): a batch's outputs depend

@@ -66,3 +66,43 @@ def test_pool_runs_batches_in_flight_with_the_configured_environment(ray_local, 
     assert {r["omp"] for r in rows} == {"3"}
     # the engine's env overrides the workers' allocator preload
     assert {r["ld_preload"] for r in rows} == {""}
+
+
+def test_a_busy_actor_does_not_hoard_batches_a_later_actor_could_run(ray_local, tmp_path):
+    """The first actor to come up must not have every batch queued on it: an actor that starts
+    later still gets work (batches wait in Ray Data's queue, not on a busy actor)."""
+    from cst_ray.generation.pipeline import read_shards, run_actor_map
+
+    ticket = tmp_path / "tickets"
+    ticket.mkdir()
+
+    class SlowSecond:  # the second actor to start takes 1 s longer to come up
+        def __init__(self, folder: str):
+            import time
+
+            n = len(os.listdir(folder))
+            open(os.path.join(folder, f"{os.getpid()}"), "w").close()
+            if n > 0:
+                time.sleep(1.0)
+
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            import time
+
+            time.sleep(3.0)  # the second actor is up long before this batch ends
+            n = batch.num_rows
+            return pa.table({"id": batch.column("id"), "omp": [""] * n, "ld_preload": [""] * n,
+                             "pid": [os.getpid()] * n, "overlapped": [False] * n}, schema=SCHEMA)
+
+    # two batches for two actors: Ray Data's default would queue both on the first actor up
+    table = pa.table({"id": [f"r{i}" for i in range(8)]})
+    pool = ActorPoolConfig(min_actors=2, max_actors=2, batch_size=4, num_cpus=1, threads=1, batches_in_flight=1)
+    st = run_actor_map(label="balance", table=table, out_dir=tmp_path / "out", fn_cls=SlowSecond,
+                       fn_kwargs={"folder": str(ticket)}, pool=pool, schema=SCHEMA, rows_per_shard=100)
+    assert st.rows_out == 8 and st.duplicates_dropped == 0
+    rows = read_shards(tmp_path / "out").to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(table.column("id").to_pylist())
+    per_actor = {}
+    for r in rows:
+        per_actor[r["pid"]] = per_actor.get(r["pid"], 0) + 1
+    assert len(per_actor) == 2, f"every batch ran on one actor: {per_actor}"
+    assert sorted(per_actor.values()) == [4, 4]  # the rows cut evenly, one call each

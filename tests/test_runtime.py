@@ -65,3 +65,18 @@ def test_vllm_engine_actors_drop_only_rays_jemalloc(monkeypatch):
     assert engine_env("hf") == {}  # torch eager allocates like training: keeps the workers' jemalloc
     monkeypatch.delenv("LD_PRELOAD")
     assert engine_env("vllm") == {"LD_PRELOAD": ""}
+
+
+def test_engine_threads_share_the_cores_among_the_pools_actors(monkeypatch):
+    from cst_ray.config import ActorPoolConfig
+    from cst_ray.generation import pipeline
+
+    monkeypatch.setattr(pipeline, "physical_cores", lambda: 8)
+    assert pipeline.engine_threads(ActorPoolConfig(max_actors=1)) == 8
+    assert pipeline.engine_threads(ActorPoolConfig(min_actors=1, max_actors=2)) == 4
+    assert pipeline.engine_threads(ActorPoolConfig(max_actors=3)) == 2  # 8 // 3: never oversubscribed
+    assert pipeline.engine_threads(ActorPoolConfig(max_actors=16)) == 1  # at least one
+    assert pipeline.engine_threads(ActorPoolConfig(max_actors=2, threads=6)) == 6  # set in config: kept
+    # what the actor's process gets at its start is the same number
+    args = pipeline.actor_compute_args(ActorPoolConfig(max_actors=2))
+    assert args["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "4"

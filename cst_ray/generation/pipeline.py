@@ -104,6 +104,15 @@ class MapStats:
         return d
 
 
+def engine_threads(pool: ActorPoolConfig) -> int:
+    """OpenMP threads per CPU engine: `pool.threads`, or this node's physical cores shared evenly
+    among the pool's actors. On 2 real cores, two engines of one thread generate ~20% more than
+    one engine of two (BENCHMARKS.md): a small model's step is partly serial Python, during
+    which a second OpenMP thread idles, and one engine's threads wait for each other whenever
+    another process takes a core."""
+    return pool.threads or max(1, physical_cores() // max(1, pool.max_actors))
+
+
 def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, use_gpu: bool = False,
                        env_vars: dict | None = None) -> dict:
     """map_batches kwargs for the engine actor pool (autoscaling between min and max).
@@ -118,6 +127,11 @@ def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, 
     # max_task_retries=-1 by default); the driver drops any id it has already written.
     kwargs: dict = dict(compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
                                                   max_concurrent_calls_per_actor=pool.batches_in_flight,
+                                                  # batches wait in Ray Data's queue, not on a
+                                                  # busy actor (Ray Data's default queues 2 per
+                                                  # actor: the first actor up would take them
+                                                  # while a later one idles)
+                                                  max_tasks_in_flight_per_actor=pool.batches_in_flight,
                                                   enable_true_multi_threading=True),
                         batch_size=pool.batch_size)
     if use_gpu and tensor_parallel_size > 1:
@@ -141,7 +155,7 @@ def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, 
         # Ray sets OMP_NUM_THREADS=num_cpus in the actor process, and OpenMP reads it once per
         # thread: a CPU engine would run on one thread (and vLLM-CPU's attention aborts when the
         # thread that plans a batch and the one that runs it disagree). Set it at process start.
-        threads = pool.threads or physical_cores()
+        threads = engine_threads(pool)
         kwargs["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                                               **(env_vars or {})}}
     return kwargs
@@ -206,15 +220,18 @@ def run_actor_map(
     prog = Progress(label, todo.num_rows, progress_interval_s)
     done_inputs = 0
     if todo.num_rows:
-        # Blocks cut on the driver (zero-copy slices): no repartition stage, whose tasks would
-        # start worker processes before the first batch.
-        n_blocks = max(1, min(todo.num_rows // max(pool.batch_size, 1),
-                              max(4, pool.batches_in_flight) * pool.max_actors))
+        # Blocks cut on the driver (zero-copy slices; no repartition stage, whose tasks would
+        # start worker processes before the first batch), evenly: as many as batch_size calls
+        # need, rounded up to a whole number per actor so that no actor idles at the end; each
+        # block is one call (map_batches' batch_size = the block's rows, so Ray Data neither
+        # splits a block into uneven calls nor bundles blocks).
+        n_blocks = -(-todo.num_rows // max(pool.batch_size, 1))
+        n_blocks = min(todo.num_rows, -(-n_blocks // max(pool.max_actors, 1)) * max(pool.max_actors, 1))
         step = -(-todo.num_rows // n_blocks)
         ds = ray.data.from_arrow([todo.slice(i, step) for i in range(0, todo.num_rows, step)])
-        ds = ds.map_batches(fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow",
-                            **actor_compute_args(pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu,
-                                                 env_vars=env_vars))
+        kwargs = actor_compute_args(pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu, env_vars=env_vars)
+        kwargs["batch_size"] = step
+        ds = ds.map_batches(fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", **kwargs)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             keys = batch.column("id").to_pylist()
             keep = []
