@@ -106,3 +106,29 @@ def test_a_busy_actor_does_not_hoard_batches_a_later_actor_could_run(ray_local, 
         per_actor[r["pid"]] = per_actor.get(r["pid"], 0) + 1
     assert len(per_actor) == 2, f"every batch ran on one actor: {per_actor}"
     assert sorted(per_actor.values()) == [4, 4]  # the rows cut evenly, one call each
+
+
+def test_no_more_actors_start_than_there_are_batches(ray_local, tmp_path):
+    """One row for a pool of at least two: one actor starts (an engine's start costs seconds of
+    CPU), and it gets the pool's configured threads."""
+    from cst_ray.generation.pipeline import read_shards, run_actor_map
+
+    started = tmp_path / "started"
+    started.mkdir()
+
+    class Count:
+        def __init__(self, folder: str):
+            open(os.path.join(folder, f"{os.getpid()}"), "w").close()
+
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            n = batch.num_rows
+            return pa.table({"id": batch.column("id"), "omp": [os.environ.get("OMP_NUM_THREADS", "")] * n,
+                             "ld_preload": [""] * n, "pid": [os.getpid()] * n, "overlapped": [False] * n},
+                            schema=SCHEMA)
+
+    pool = ActorPoolConfig(min_actors=2, max_actors=2, batch_size=4, num_cpus=1, threads=1)
+    st = run_actor_map(label="one-row", table=pa.table({"id": ["only"]}), out_dir=tmp_path / "out", fn_cls=Count,
+                       fn_kwargs={"folder": str(started)}, pool=pool, schema=SCHEMA, rows_per_shard=100)
+    assert st.rows_out == 1
+    assert read_shards(tmp_path / "out").column("omp").to_pylist() == ["1"]
+    assert len(os.listdir(started)) == 1, f"actors started: {os.listdir(started)}"

@@ -13,6 +13,7 @@ placement-group bundle per actor when tensor parallel > 1 on GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -228,8 +229,13 @@ def run_actor_map(
         n_blocks = -(-todo.num_rows // max(pool.batch_size, 1))
         n_blocks = min(todo.num_rows, -(-n_blocks // max(pool.max_actors, 1)) * max(pool.max_actors, 1))
         step = -(-todo.num_rows // n_blocks)
-        ds = ray.data.from_arrow([todo.slice(i, step) for i in range(0, todo.num_rows, step)])
-        kwargs = actor_compute_args(pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu, env_vars=env_vars)
+        blocks = [todo.slice(i, step) for i in range(0, todo.num_rows, step)]
+        ds = ray.data.from_arrow(blocks)
+        # no more actors started than there are blocks to run (an engine's start is seconds of
+        # CPU); max_actors, and with it each engine's threads, stays as configured
+        run_pool = dataclasses.replace(pool, min_actors=max(1, min(pool.min_actors, len(blocks))))
+        kwargs = actor_compute_args(run_pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu,
+                                    env_vars=env_vars)
         kwargs["batch_size"] = step
         ds = ds.map_batches(fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", **kwargs)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
