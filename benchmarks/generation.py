@@ -112,7 +112,7 @@ def measure_ray(args) -> dict:
 
     from cst_ray.config import ActorPoolConfig, ModelConfig, RayConfig
     from cst_ray.generation.critique import RESPONSE_SCHEMA
-    from cst_ray.generation.pipeline import engine_threads, run_actor_map
+    from cst_ray.generation.pipeline import run_actor_map
     from cst_ray.models import resolve_model
     from cst_ray.runtime import engine_env, init_ray
 
@@ -129,7 +129,7 @@ def measure_ray(args) -> dict:
         ready = Path(tmp) / "ready"
         st = run_actor_map(label="bench", table=table, out_dir=Path(tmp) / "out", fn_cls=_timed_responder(),
                            fn_kwargs=dict(model_path=model_path, model_name=args.model, engine=_engine_cfg(args),
-                                          threads=engine_threads(pool), ready_file=str(ready)),
+                                          threads=args.threads, ready_file=str(ready)),
                            pool=pool, schema=RESPONSE_SCHEMA, rows_per_shard=1024, progress_interval_s=1e9,
                            env_vars=engine_env("vllm"))
         t2 = time.time()

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from cst_ray.config import CSTConfig, dump_yaml
 from cst_ray.data.pairs import augment_s0, mirror_pairs, read_pair_file, to_table
 from cst_ray.data.sources import read_prompts, split_by_id
-from cst_ray.generation.pipeline import engine_threads, read_shards, run_actor_map, write_stats
+from cst_ray.generation.pipeline import read_shards, run_actor_map, write_stats
 from cst_ray.errors import StageError
 from cst_ray.models import resolve_model
 from cst_ray.runtime import engine_env
@@ -100,7 +100,7 @@ def generate(cfg: CSTConfig) -> dict:
         fn_cls=CritiqueChain,
         fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
                        critique=g.critique, filters=g.filters, system_s0=cfg.prompts.s0,
-                       threads=engine_threads(g.pool), trust_remote_code=cfg.model.trust_remote_code,
+                       threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code,
                        crash_marker=str(out / ".crash-once") if g.crash_once else ""),
         pool=g.pool,
         schema=GENERATION_SCHEMA,
@@ -173,7 +173,7 @@ def _add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path)
     st = run_actor_map(label="reference", table=uniq, out_dir=out / "reference_logps", fn_cls=ReferenceLogProbs,
                        fn_kwargs=dict(model_path=resolve_model(cfg.model), max_length=cfg.train.max_length,
                                       min_response_tokens=cfg.train.min_response_tokens,
-                                      dtype=cfg.pairs.reference_dtype, threads=engine_threads(pool),
+                                      dtype=cfg.pairs.reference_dtype, threads=pool.threads,
                                       trust_remote_code=cfg.model.trust_remote_code, packed=cfg.train.packing),
                        pool=pool, schema=REF_SCHEMA, rows_per_shard=cfg.generation.rows_per_shard,
                        progress_interval_s=cfg.generation.progress_interval_s, use_gpu=_use_gpu(cfg))
@@ -315,7 +315,7 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
         rdir = out / "responses" / name
         st = run_actor_map(label=f"evaluate:{name}", table=table, out_dir=rdir, fn_cls=Responder,
                            fn_kwargs=dict(model_path=path, model_name=name, engine=engine,
-                                          threads=engine_threads(cfg.generation.pool),
+                                          threads=cfg.generation.pool.threads,
                                           trust_remote_code=cfg.model.trust_remote_code),
                            pool=cfg.generation.pool, schema=RESPONSE_SCHEMA,
                            rows_per_shard=cfg.generation.rows_per_shard,

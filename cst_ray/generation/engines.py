@@ -38,12 +38,16 @@ def has_cuda() -> bool:
         return False
 
 
+ENGINE_THREADS_ENV = "CST_RAY_ENGINE_THREADS"
+
+
 def set_cpu_threads(threads: int) -> int:
-    """Give a CPU engine `threads` threads (0 = one per physical core). Ray pins
-    OMP_NUM_THREADS to the actor's num_cpus, which would leave a 1-CPU actor with one thread."""
+    """Give a CPU engine `threads` threads; 0 = the count the engine actor pool gave this process
+    at its start (`CST_RAY_ENGINE_THREADS`, from `pipeline.engine_threads`), else one per
+    physical core. Not Ray's OMP_NUM_THREADS, which is the actor's num_cpus."""
     from cst_ray.runtime import physical_cores
 
-    n = threads or physical_cores()
+    n = threads or int(os.environ.get(ENGINE_THREADS_ENV) or 0) or physical_cores()
     os.environ["OMP_NUM_THREADS"] = str(n)
     os.environ["MKL_NUM_THREADS"] = str(n)
     import torch

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cst_ray.config import ActorPoolConfig
+from cst_ray.generation.engines import ENGINE_THREADS_ENV
 from cst_ray.runtime import physical_cores
 
 
@@ -116,7 +117,8 @@ def engine_threads(pool: ActorPoolConfig) -> int:
 
 def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, use_gpu: bool = False,
                        env_vars: dict | None = None) -> dict:
-    """map_batches kwargs for the engine actor pool (autoscaling between min and max).
+    """map_batches kwargs for the engine actor pool (autoscaling between min and max); the batch
+    size is run_actor_map's, which cuts the blocks.
 
     `batches_in_flight` calls run at once per actor, each on its own thread
     (`enable_true_multi_threading`): the engines are thread-safe (vLLM's engine thread takes
@@ -133,8 +135,7 @@ def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, 
                                                   # actor: the first actor up would take them
                                                   # while a later one idles)
                                                   max_tasks_in_flight_per_actor=pool.batches_in_flight,
-                                                  enable_true_multi_threading=True),
-                        batch_size=pool.batch_size)
+                                                  enable_true_multi_threading=True))
     if use_gpu and tensor_parallel_size > 1:
         # vLLM spawns its own tensor-parallel workers; reserve their GPUs in one bundle.
         kwargs["num_gpus"] = 0
@@ -156,9 +157,11 @@ def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, 
         # Ray sets OMP_NUM_THREADS=num_cpus in the actor process, and OpenMP reads it once per
         # thread: a CPU engine would run on one thread (and vLLM-CPU's attention aborts when the
         # thread that plans a batch and the one that runs it disagree). Set it at process start.
-        threads = engine_threads(pool)
-        kwargs["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                                              **(env_vars or {})}}
+        # The engine in the actor takes the same count from CST_RAY_ENGINE_THREADS
+        # (engines.set_cpu_threads), so the two cannot disagree.
+        threads = str(engine_threads(pool))
+        kwargs["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                                              ENGINE_THREADS_ENV: threads, **(env_vars or {})}}
     return kwargs
 
 
@@ -226,18 +229,17 @@ def run_actor_map(
         # need, rounded up to a whole number per actor so that no actor idles at the end; each
         # block is one call (map_batches' batch_size = the block's rows, so Ray Data neither
         # splits a block into uneven calls nor bundles blocks).
-        n_blocks = -(-todo.num_rows // max(pool.batch_size, 1))
-        n_blocks = min(todo.num_rows, -(-n_blocks // max(pool.max_actors, 1)) * max(pool.max_actors, 1))
+        calls = -(-todo.num_rows // pool.batch_size)
+        n_blocks = min(todo.num_rows, -(-calls // pool.max_actors) * pool.max_actors)
         step = -(-todo.num_rows // n_blocks)
         blocks = [todo.slice(i, step) for i in range(0, todo.num_rows, step)]
         ds = ray.data.from_arrow(blocks)
         # no more actors started than there are blocks to run (an engine's start is seconds of
         # CPU); max_actors, and with it each engine's threads, stays as configured
         run_pool = dataclasses.replace(pool, min_actors=max(1, min(pool.min_actors, len(blocks))))
-        kwargs = actor_compute_args(run_pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu,
-                                    env_vars=env_vars)
-        kwargs["batch_size"] = step
-        ds = ds.map_batches(fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", **kwargs)
+        ds = ds.map_batches(fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", batch_size=step,
+                            **actor_compute_args(run_pool, tensor_parallel_size=tensor_parallel_size,
+                                                 use_gpu=use_gpu, env_vars=env_vars))
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             keys = batch.column("id").to_pylist()
             keep = []
