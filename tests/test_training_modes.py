@@ -59,7 +59,7 @@ def _train(tmp, pairs, model_path, **train):
     return st, read_metrics(Path(tmp) / "out" / "metrics.jsonl")
 
 
-def _with_reference(pairs, model_path, max_length=96):
+def _with_reference(pairs, model_path, max_length=96, dtype="float32"):
     """Attach reference log-probs via the Ray Data stage (the one `cst-ray pairs` uses)."""
     import tempfile
 
@@ -71,7 +71,7 @@ def _with_reference(pairs, model_path, max_length=96):
     with tempfile.TemporaryDirectory() as d:
         run_actor_map(label="reference", table=to_table(pairs), out_dir=Path(d) / "ref", fn_cls=ReferenceLogProbs,
                       fn_kwargs=dict(model_path=model_path, max_length=max_length, min_response_tokens=16,
-                                     micro_batch=3), pool=ActorPoolConfig(batch_size=5), schema=REF_SCHEMA,
+                                     micro_batch=3, dtype=dtype), pool=ActorPoolConfig(batch_size=5), schema=REF_SCHEMA,
                       rows_per_shard=100)
         ref = {r["id"]: r for r in read_shards(Path(d) / "ref").to_pylist()}
     return [dict(p, ref_chosen_logps=ref[p["id"]]["ref_chosen_logps"],

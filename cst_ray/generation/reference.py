@@ -5,6 +5,21 @@ training does (`tokenize_pair`, same max length) and adds the frozen reference m
 response log-probs under the pair's own system prompt:
     ref_chosen_logps, ref_rejected_logps   (null where the pair does not fit max_length)
 Training with `train.reference: precomputed` then skips the reference forward pass.
+
+At step 1 the policy is the reference, so the first DPO loss is log 2 only if this stage
+computes what the training step computes for the policy. What it shares with the step: the
+model as a plain `from_pretrained` loads it (ZeRO-3 training loads the same one, RoPE buffers
+in fp32 included: `training.loop.fp32_buffer_names`), `PolicyLogProbs`, and the collation
+(`packed`, from `train.packing`). What must be set to match: `dtype` (`pairs.reference_dtype`)
+must be the training precision, `bfloat16` for `train.precision: bf16` -- a float32 reference
+against a bf16 policy is a reference from another model. What cannot match: the training's
+micro-batches. Ray Data hands this class blocks of pairs, while training batches all pairs by
+seed, worker count and micro-batch size, so the stage packs `micro_batch` pairs of its own.
+Where a bf16 matmul's rounding does not depend on the number of rows it runs on (the CPUs this
+project is tested on) that gives the step's log-probs bit for bit; where it does (cuBLAS, oneDNN
+on some CPUs) they differ by bf16 rounding, and `train.reference: worker_precompute`, which
+scores the training's own micro-batches, is the exact choice. Training reports the difference
+at step 1 (`reference/step1_max_abs_diff`) and warns when it is larger than fp32 noise.
 """
 
 from __future__ import annotations

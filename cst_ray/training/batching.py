@@ -41,6 +41,15 @@ def dropped_per_epoch(n: int, global_batch: int) -> int:
     return n % global_batch
 
 
+def micro_batches(global_batch: list[int], rank: int, micro_batch: int, grad_accum: int) -> list[list[int]]:
+    """Rank `rank`'s micro-batches of one global batch, in the order its step runs them: the
+    rank's slice of `micro_batch * grad_accum` indices, cut into `grad_accum` micro-batches.
+    The training step and the workers' reference pass both take their batches from here."""
+    per_rank = micro_batch * grad_accum
+    local = global_batch[rank * per_rank : (rank + 1) * per_rank]
+    return [local[m * micro_batch : (m + 1) * micro_batch] for m in range(grad_accum)]
+
+
 def _sequences(rows: list[dict]):
     """(token ids, loss mask) of every sequence of a batch: the B chosen, then the B rejected."""
     for key in ("chosen_ids", "rejected_ids"):

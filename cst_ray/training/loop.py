@@ -11,9 +11,11 @@ checkpoint every `checkpoint_every` steps and at the end. Finally export a merge
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -21,46 +23,79 @@ from pathlib import Path
 import torch
 
 from cst_ray.config import LoraConfig, TrainConfig
-from cst_ray.training.batching import batch_tokens, collate, dropped_per_epoch, epoch_batches, pair_length, to_device
+from cst_ray.training.batching import (batch_tokens, collate, dropped_per_epoch, epoch_batches, micro_batches,
+                                      pair_length, to_device)
 from cst_ray.training.losses import DPOLoss, preference_metrics
 from cst_ray.training.logprobs import PolicyLogProbs
 
 CKPT_TAG = "ds"
 STATE_FILE = "train_state.json"
 REF_FILE = "reference_logps.pt"  # worker_precompute: [pairs, 2] reference log-probs, kept for resume
+log = logging.getLogger(__name__)
 
 
-def reference_pass(engine, rows: list[dict], pad_id: int, device, rank: int, world: int, batch: int,
-                   packed: bool = True) -> torch.Tensor:
-    """Summed response log-probs of every pair under the current (= initial) policy.
+def reference_share(engine, rows: list[dict], pad_id: int, device, rank: int, world: int, micro_batch: int,
+                    grad_accum: int = 1, seed: int = 0, packed: bool = True) -> torch.Tensor:
+    """This rank's share of the reference pass: summed response log-probs under the current
+    (= initial) policy, each computed exactly as the training step computes the policy's.
 
-    Each rank scores a strided share of the pairs, longest first, in batches of `batch` pairs;
-    every rank runs the same number of forwards (ZeRO-3 gathers parameters collectively, so a
-    rank with fewer pairs repeats its last batch and drops the result). One all-gather shares
-    the results.  -> [len(rows), 2] fp32: (chosen, rejected) per pair, in `rows` order.
+    At step 1 the policy is the reference, so the first DPO loss must be log 2 -- which in bf16
+    holds only if a pair's reference comes from the same computation as its policy log-probs:
+    the same pairs in the same packed row (or padded batch), in the same order. A bf16 matmul's
+    rounding may depend on its shape (cuBLAS, and oneDNN on some CPUs, choose kernels and
+    reduction splits by the number of rows), and the LM head's bf16 logits turn one rounding
+    step into up to ~0.1 nat per token. This pass used to score batches of 2 x micro_batch_size
+    pairs, longest first; a first bf16 loss of 0.6452 instead of 0.6931 was reported with it
+    (issue 14; on a CPU whose bf16 matmuls ignore the row count it gave log 2).
+
+    So the rank runs its own micro-batches of the first epoch, cut as the step cuts them
+    (`epoch_batches`, `micro_batches`, `collate`): every pair trained in the first epoch gets
+    the log-probs the step's forward gives it before any update, bit for bit. The pass runs in
+    eval mode without grad, which computes the same forward as the step's train mode for a
+    model without dropout (train mode adds only dropout and gradient checkpointing's recompute).
+    The pairs the first epoch leaves out (its tail: fewer than a global batch, trained from the
+    second epoch on, in batches of other pairs) are scored in micro-batches of their own,
+    strided over the ranks; their reference is the initial policy's up to that bf16 rounding.
+
+    Every rank runs the same number of forwards (ZeRO-3 gathers parameters collectively): a
+    rank with fewer tail pairs repeats a batch and drops the result.
+    -> [k, 3] float64 rows (pair index, chosen, rejected); index -1 marks a row left unused.
     """
-    import torch.distributed as dist
-
-    order = sorted(range(len(rows)), key=lambda i: -pair_length(rows[i]))
-    mine = order[rank::world]
-    n_batches = math.ceil(math.ceil(len(rows) / world) / batch)
-    local = torch.full((n_batches * batch, 3), -1.0, dtype=torch.float64)  # (row index, chosen, rejected)
+    lengths = [pair_length(r) for r in rows]
+    first_epoch = epoch_batches(lengths, world * micro_batch * grad_accum, seed, 0)
+    batches = [idx for b in first_epoch for idx in micro_batches(b, rank, micro_batch, grad_accum)]
+    seen = {i for b in first_epoch for i in b}
+    tail = [i for i in range(len(rows)) if i not in seen]
+    mine = tail[rank::world]
+    n_tail = math.ceil(math.ceil(len(tail) / world) / micro_batch)
+    batches += [mine[k * micro_batch:(k + 1) * micro_batch] for k in range(n_tail)]
+    local = torch.full((len(batches) * micro_batch, 3), -1.0, dtype=torch.float64)
     was_training = engine.training
     engine.eval()
     with torch.no_grad():
-        for k in range(n_batches):
-            idx = mine[k * batch:(k + 1) * batch]
+        for k, idx in enumerate(batches):
             real = bool(idx)
-            idx = idx or mine[-batch:] or order[:1]
+            idx = idx or mine[-micro_batch:] or tail[:micro_batch]
             logps, _ = engine(**to_device(collate([rows[i] for i in idx], pad_id, packed), device))
             if real:
                 n = len(idx)
-                local[k * batch:k * batch + n, 0] = torch.tensor(idx, dtype=torch.float64)
-                local[k * batch:k * batch + n, 1] = logps[:n].double().cpu()
-                local[k * batch:k * batch + n, 2] = logps[n:].double().cpu()
+                local[k * micro_batch:k * micro_batch + n, 0] = torch.tensor(idx, dtype=torch.float64)
+                local[k * micro_batch:k * micro_batch + n, 1] = logps[:n].double().cpu()
+                local[k * micro_batch:k * micro_batch + n, 2] = logps[n:].double().cpu()
     if was_training:
         engine.train()
-    if world > 1:  # NCCL gathers device tensors, gloo CPU ones
+    return local
+
+
+def reference_pass(engine, rows: list[dict], pad_id: int, device, rank: int, world: int, micro_batch: int,
+                   grad_accum: int = 1, seed: int = 0, packed: bool = True) -> torch.Tensor:
+    """Every pair's reference log-probs: each rank's `reference_share` (the first epoch's
+    micro-batches as the training step runs them, then the epoch's tail), shared by one
+    all-gather. -> [len(rows), 2] fp32: (chosen, rejected) per pair, in `rows` order."""
+    import torch.distributed as dist
+
+    local = reference_share(engine, rows, pad_id, device, rank, world, micro_batch, grad_accum, seed, packed)
+    if world > 1:  # NCCL gathers device tensors, gloo CPU ones; every rank's share has the same size
         local_d = local.to(device)
         gathered = [torch.empty_like(local_d) for _ in range(world)]
         dist.all_gather(gathered, local_d)
@@ -76,9 +111,27 @@ def reference_pass(engine, rows: list[dict], pad_id: int, device, rank: int, wor
     return table
 
 
-def deepspeed_config(cfg: TrainConfig, *, with_optimizer: bool = True, hidden_size: int = 0) -> dict:
+def check_step1_reference(logps: torch.Tensor, ref: torch.Tensor, mode: str) -> float:
+    """Before the first update the policy is the reference: warn when their log-probs differ
+    by more than fp32 summation noise (a precomputed reference in another dtype, dropout in
+    the policy's train-mode forward, ...), since the first loss is then not log 2.
+    -> the largest absolute difference (nats)."""
+    diff = (logps.detach().float() - ref.float()).abs()
+    worst = float(diff.max()) if diff.numel() else 0.0
+    if bool((diff > 1e-3 + 1e-4 * ref.float().abs()).any()):
+        log.warning("train.reference=%s: before the first update the reference log-probs differ from the policy's "
+                    "by up to %.4g nats (policy %s, reference %s); the first loss will not be log 2%s", mode, worst,
+                    [round(x, 4) for x in logps.detach().float().tolist()], [round(x, 4) for x in ref.float().tolist()],
+                    " (was the Ray Data stage run in the training precision? pairs.reference_dtype)"
+                    if mode == "precomputed" else "")
+    return worst
+
+
+def deepspeed_config(cfg: TrainConfig, *, with_optimizer: bool = True, hidden_size: int = 0,
+                     keep_in_fp32: list[str] | None = None) -> dict:
     """DeepSpeed config. Bucket sizes follow the model (as HF's "auto" does): DeepSpeed's
-    defaults (5e8-element reduce buckets) allocate GiBs of buffers for a 135M model."""
+    defaults (5e8-element reduce buckets) allocate GiBs of buffers for a 135M model.
+    `keep_in_fp32`: names of buffers ZeRO-3's loading must leave in fp32 (`fp32_buffer_names`)."""
     ds: dict = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
@@ -95,12 +148,45 @@ def deepspeed_config(cfg: TrainConfig, *, with_optimizer: bool = True, hidden_si
         "checkpoint": {"use_node_local_storage": True},
         "wall_clock_breakdown": False,
     }
+    if keep_in_fp32:  # exact names, matched at the end of a module path (keep_in_fp32.py uses re.search)
+        ds["data_types"] = {"keep_in_fp32_modules": [rf"(^|\.){re.escape(n)}$" for n in keep_in_fp32]}
     if with_optimizer:
         # The optimizer itself is a client torch.optim.AdamW(fused=True) (see `build_optimizer`):
         # DeepSpeed's torch_adam path steps one flat fp32 tensor with the multi-tensor
         # implementation, whose temporaries are model-sized (+0.8 GiB peak for 135M, measured).
         ds["gradient_clipping"] = cfg.max_grad_norm
     return ds
+
+
+def fp32_buffer_names(model_path: str, dtype: torch.dtype, trust_remote_code: bool) -> list[str]:
+    """The floating buffers that a plain `from_pretrained(dtype=dtype)` keeps in fp32, such as
+    RoPE's `inv_freq`, plus those the model names for fp32 (DeepSpeed's "auto").
+
+    Under ZeRO-3, `zero.Init` creates every floating tensor of a module's `__init__` in the
+    training dtype, buffers included, so in bf16 the policy got bf16 RoPE frequencies (0.5625
+    for 0.5623...): a different model from the one HF, vLLM, TRL and the Ray Data reference
+    stage load, with position errors growing along the sequence. A `train.reference:
+    precomputed` reference then disagreed with the policy at step 1 (0.0131 nats for the tiny
+    test model, first loss 0.69262). Passed to DeepSpeed as `data_types.keep_in_fp32_modules`,
+    these buffers stay fp32 and transformers fills them with the values a plain load computes.
+    The model is built on the meta device (no memory, no weights) to read the dtypes."""
+    if dtype == torch.float32:
+        return []
+    try:
+        from deepspeed.runtime.keep_in_fp32 import KEEP_IN_FP32_AUTO, keep_in_fp32_pattern
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+        auto = keep_in_fp32_pattern(skeleton, KEEP_IN_FP32_AUTO, dtype)
+        return sorted(name for name, buf in skeleton.named_buffers()
+                      if buf is not None and buf.is_floating_point()
+                      and (buf.dtype == torch.float32 or (auto is not None and auto.search(name))))
+    except Exception as e:  # a model that cannot be built on the meta device: DeepSpeed's default
+        log.warning("could not list the fp32 buffers of %s (%s: %s); ZeRO-3 may load them in %s",
+                    model_path, type(e).__name__, e, dtype)
+        return []
 
 
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -211,7 +297,9 @@ def train_loop_per_worker(config: dict) -> None:
     pad_id = config["pad_token_id"]
     param_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     hidden = _hidden_size(config["model_path"])
-    ds_cfg = deepspeed_config(cfg, hidden_size=hidden)
+    fp32_buffers = fp32_buffer_names(config["model_path"], param_dtype, config["trust_remote_code"]) \
+        if cfg.zero_stage == 3 else []  # stages 0-2 load plainly, and DeepSpeed leaves buffers as they are
+    ds_cfg = deepspeed_config(cfg, hidden_size=hidden, keep_in_fp32=fp32_buffers)
 
     # ---- policy (ZeRO-3 partitions weights at load time through HfDeepSpeedConfig)
     from transformers.integrations import HfDeepSpeedConfig
@@ -245,13 +333,14 @@ def train_loop_per_worker(config: dict) -> None:
     ref_engine = None
     if cfg.reference == "separate":
         # a frozen ZeRO-3 engine without optimizer: weights stay partitioned from load on
-        hf_ds_ref = HfDeepSpeedConfig(deepspeed_config(cfg, with_optimizer=False, hidden_size=hidden)) if cfg.zero_stage == 3 else None
+        ref_ds_cfg = deepspeed_config(cfg, with_optimizer=False, hidden_size=hidden, keep_in_fp32=fp32_buffers)
+        hf_ds_ref = HfDeepSpeedConfig(ref_ds_cfg) if cfg.zero_stage == 3 else None
         ref_model = PolicyLogProbs(_load_model(config["model_path"], param_dtype, config["trust_remote_code"]),
                                    packed=cfg.packing)
         del hf_ds_ref  # transformers keeps a global weak reference: later loads must not partition
         ref_model.requires_grad_(False)
         if cfg.zero_stage == 3:
-            ref_engine, *_ = deepspeed.initialize(model=ref_model, config=deepspeed_config(cfg, with_optimizer=False, hidden_size=hidden))
+            ref_engine, *_ = deepspeed.initialize(model=ref_model, config=ref_ds_cfg)
         else:  # stages 0-2 replicate weights anyway: a plain frozen copy
             ref_engine = ref_model.to(device)
         ref_engine.eval()
@@ -283,8 +372,8 @@ def train_loop_per_worker(config: dict) -> None:
     ref_pass_s = 0.0
     if cfg.reference == "worker_precompute" and ref_table is None:
         t0 = time.perf_counter()
-        ref_table = reference_pass(engine, rows, pad_id, device, rank, world, batch=2 * cfg.micro_batch_size,
-                                   packed=cfg.packing)
+        ref_table = reference_pass(engine, rows, pad_id, device, rank, world, cfg.micro_batch_size, cfg.grad_accum,
+                                   cfg.seed, packed=cfg.packing)
         ref_pass_s = time.perf_counter() - t0
         if rank == 0:
             print(f"[train] reference pass: {len(rows)} pairs in {ref_pass_s:.1f}s", flush=True)
@@ -298,12 +387,11 @@ def train_loop_per_worker(config: dict) -> None:
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         batch_idx = epoch_batches(lengths, global_batch, cfg.seed, epoch)[in_epoch]
-        local = batch_idx[rank * cfg.micro_batch_size * cfg.grad_accum : (rank + 1) * cfg.micro_batch_size * cfg.grad_accum]
         agg: dict[str, float] = {}
         timing = {"time/forward_s": 0.0, "time/backward_s": 0.0, "time/optimizer_s": 0.0}
         tokens = 0
-        for m in range(cfg.grad_accum):
-            micro_idx = local[m * cfg.micro_batch_size : (m + 1) * cfg.micro_batch_size]
+        ref_gap = 0.0
+        for micro_idx in micro_batches(batch_idx, rank, cfg.micro_batch_size, cfg.grad_accum):
             micro = [rows[i] for i in micro_idx]
             b = to_device(collate(micro, pad_id, cfg.packing), device)
             tokens += batch_tokens(b)
@@ -322,6 +410,8 @@ def train_loop_per_worker(config: dict) -> None:
                     else:  # adapter
                         with engine.module.model.disable_adapter():
                             ref, _ = engine(**b)
+            if step == 0:  # no update yet (DeepSpeed steps at the last micro-batch): policy == reference
+                ref_gap = max(ref_gap, check_step1_reference(logps, ref, cfg.reference))
             pol, ref = logps.float(), ref.float()
             if cfg.loss_type == "ipo":  # IPO works on length-averaged log-probs
                 pol, ref = pol / ntok.clamp(min=1), ref / ntok.clamp(min=1)
@@ -339,6 +429,8 @@ def train_loop_per_worker(config: dict) -> None:
             timing["time/optimizer_s"] += t3 - t2
             for k, v in preference_metrics(losses, cr, rr, pol[:B], pol[B:]).items():
                 agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
+        if step == 0:  # each rank's largest |policy - reference| log-prob before any update (averaged
+            agg["reference/step1_max_abs_diff"] = ref_gap  # over ranks): 0 when computed the same way
         step += 1
         now = time.time()
         agg["tokens"] = tokens
