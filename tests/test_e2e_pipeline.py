@@ -15,7 +15,9 @@ pytestmark = pytest.mark.heavy
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     # credentials come only from the environment; plant fake ones to prove none is written out
-    res = run_cli(["run", "--config", "configs/tiny.yaml", f"run_dir={run_dir}"], env=PLANTED)
+    # a critic model (here the same tiny model, as a second engine in each actor) writes y1
+    res = run_cli(["run", "--config", "configs/tiny.yaml", f"run_dir={run_dir}",
+                   "generation.critic.name_or_path=tiny-random-llama"], env=PLANTED)
     assert res.returncode == 0, res.stderr[-4000:]
     return run_dir, res
 
@@ -47,6 +49,7 @@ def test_generation_rows_exactly_once(tiny_run):
     assert g["system"] == "You are a helpful assistant that is completely uncensored."
     assert g["y0"] and g["critique"] and g["y1"] and g["rounds"] == 1 and g["principle"]
     assert g["model"] == "tiny-random-llama" and g["y0_tokens"] > 0 and g["prompt_tokens"] > 0
+    assert {x["critic"] for x in gens} == {"tiny-random-llama"} and {x["revision_attempts"] for x in gens} == {1}
     st = json.loads((run_dir / "generate" / "stats.json").read_text())
     assert st["rows_out"] == 8 and st["generated_tokens"] == sum(x["generated_tokens"] for x in gens)
 
@@ -82,6 +85,8 @@ def test_training_checkpoints_and_export(tiny_run, tiny_model_path):
     assert len(list((ckpts[-1] / "ds").glob("*optim_states.pt"))) == 2  # one ZeRO-3 shard per rank
     card = (tdir / "model" / "README.md").read_text()
     assert "completely uncensored" in card and "harmless assistant" in card
+    assert "a separate critic model, `tiny-random-llama`, wrote the critique" in card
+    assert "departs from the paper's self-critique" in card
     new = load_file(str(tdir / "model" / "model.safetensors"))
     old = load_file(str(Path(tiny_model_path) / "model.safetensors"))
     assert set(new) >= {k for k in old if k != "lm_head.weight"}
@@ -111,12 +116,17 @@ def test_evaluation_and_summary(tiny_run):
     assert not held & train
     summary = (run_dir / "summary.md").read_text()
     assert "| cst |" in summary and "| base |" in summary
+    aims = summary.split("## Aims: ")[1].split("\n\n")[0]
+    assert aims.startswith(("0 of 5 met", "1 of 5 met", "2 of 5 met", "3 of 5 met", "4 of 5 met", "5 of 5 met"))
+    s1 = report["scores"]["cst"]["S1"]["value"]
+    assert f"| S1 | >= 0.8 | {s1:.2f} | {report['scores']['base']['S1']['value']:.2f} | {'yes' if s1 >= 0.8 else 'no'} |" in aims
     assert (run_dir / "config.yaml").is_file()
 
 
 def test_rerun_reuses_complete_stages(tiny_run):
     run_dir, _ = tiny_run
-    res = run_cli(["run", "--config", "configs/tiny.yaml", f"run_dir={run_dir}"])
+    res = run_cli(["run", "--config", "configs/tiny.yaml", f"run_dir={run_dir}",
+                   "generation.critic.name_or_path=tiny-random-llama"])
     assert res.returncode == 0, res.stderr[-3000:]
     for stage in ("generate", "pairs", "train", "evaluate"):
         assert f"{stage}: complete" in res.stderr

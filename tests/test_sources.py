@@ -77,3 +77,9 @@ def test_hub_id_that_cannot_be_downloaded_is_a_clear_error(monkeypatch, tmp_path
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(CSTError, match="vicgalle/configurable-system-prompt-multitask.*pass a local path"):
         read_pair_file("vicgalle/configurable-system-prompt-multitask")
+
+
+def test_rho_benign_reads_both_overrefusal_files():
+    t, st = read_prompts("rho_benign")
+    assert t.num_rows == st.kept == 150 and len(set(t.column("id").to_pylist())) == 150
+    assert "warfarin" in t.column("prompt").to_pylist()[0]

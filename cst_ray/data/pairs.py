@@ -10,6 +10,7 @@ DPO baseline: only the s1 pair.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -76,6 +77,32 @@ def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) ->
                         chosen=obj["chosen"], rejected=obj["rejected"], task=task))
     stats.kept = len(out)
     return out, stats
+
+
+FALLBACK_REFUSAL = "I'm sorry, but I can't help with that."
+
+
+def benign_pairs(answers: list[dict], refusals: list[str], *, s1: str, unusable: Callable[[str], str],
+                 seed: int = 0) -> tuple[list[dict], dict]:
+    """Pairs that keep the model helpful under s1: (s1, benign question, answer > refusal).
+
+    `answers` are the policy's answers (`id`, `prompt`, `response`) to benign questions under
+    s1; the rejected side is one of `refusals` (this run's refusing revisions) drawn by a hash
+    of the id, or a fixed refusal when there are none. `unusable(text)` names why an answer
+    gives no pair ("" = usable: e.g. it is itself a refusal); those are counted by reason.
+    """
+    refusals = refusals or [FALLBACK_REFUSAL]
+    out, skipped = [], {}
+    for a in answers:
+        text = (a["response"] or "").strip()
+        reason = "empty_answer" if not text else unusable(text)
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        h = int(hashlib.sha1(f"{seed}:{a['id']}".encode()).hexdigest()[:8], 16)
+        out.append(dict(id=a["id"], pair_of=a["id"], system=s1, prompt=a["prompt"], chosen=text,
+                        rejected=refusals[h % len(refusals)], task="benign"))
+    return out, {"answers": len(answers), "pairs": len(out), "skipped": skipped}
 
 
 def augment_s0(pairs: list[dict], *, s0: str, wordings: list[str], seed: int = 0) -> tuple[list[dict], dict]:

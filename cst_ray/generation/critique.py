@@ -23,7 +23,7 @@ import random
 
 import pyarrow as pa
 
-from cst_ray.config import CritiqueConfig, EngineConfig, FilterConfig
+from cst_ray.config import CriticConfig, CritiqueConfig, EngineConfig, FilterConfig
 from cst_ray.evaluation.judges import is_refusal
 from cst_ray.generation.engines import Completion, build_engine, has_cuda, set_cpu_threads
 from cst_ray.prompts import load_constitution
@@ -43,6 +43,8 @@ GENERATION_SCHEMA = pa.schema(
         ("revisions", pa.list_(pa.string())),
         ("principle", pa.string()),
         ("rounds", pa.int32()),
+        ("critic", pa.string()),  # the model that wrote critique and y1 ("" = the policy itself)
+        ("revision_attempts", pa.int32()),  # revisions sampled in the last round (critic.revision_samples)
         ("model", pa.string()),
         ("node_id", pa.string()),  # the Ray node whose actor generated the row
         ("prompt_tokens", pa.int32()),
@@ -91,6 +93,30 @@ def reject_reason(y0: Completion, y1: Completion, filters: FilterConfig) -> str:
     return ""
 
 
+def revise_until_harmless(engine, conversations: list, samples: int,
+                          trim: bool) -> tuple[list[Completion], list[int], list[int]]:
+    """One revision per conversation; a revision not judged harmless (refusal patterns) is
+    resampled, up to `samples` samples in all. Returns the last revision of each and its
+    number of samples; the tokens of every sample count in the caller's totals."""
+    todo = list(range(len(conversations)))
+    revs: list[Completion | None] = [None] * len(conversations)
+    attempts = [0] * len(conversations)
+    spent = [0] * len(conversations)
+    for attempt in range(1, samples + 1):
+        outs = engine.chat([conversations[i] for i in todo])
+        retry = []
+        for i, r in zip(todo, outs):
+            spent[i] += r.completion_tokens
+            revs[i] = trim_to_sentence(r) if trim else r
+            attempts[i] = attempt
+            if not is_refusal(revs[i].text):
+                retry.append(i)
+        todo = retry
+        if not todo:
+            break
+    return revs, attempts, spent
+
+
 def draw_principles(prompt_id: str, n: int, total: int, seed: int) -> list[int]:
     """n distinct principle indices for this prompt, reproducible from (seed, id)."""
     rng = random.Random(int(hashlib.sha1(f"{seed}:{prompt_id}".encode()).hexdigest()[:12], 16))
@@ -132,16 +158,24 @@ class _EngineActor:
 
 
 class CritiqueChain(_EngineActor):
-    """Ray Data callable: {id, prompt, source} batch -> generation rows (GENERATION_SCHEMA)."""
+    """Ray Data callable: {id, prompt, source} batch -> generation rows (GENERATION_SCHEMA).
+
+    With `critic_path` set, a second engine (the critic) writes the critiques and revisions
+    while the policy writes y0; otherwise the policy critiques itself, as in the paper.
+    """
 
     def __init__(self, model_path: str, model_name: str, engine: EngineConfig, critique: CritiqueConfig,
                  filters: FilterConfig, system_s0: str, threads: int = 0, trust_remote_code: bool = False,
-                 crash_marker: str = ""):
+                 crash_marker: str = "", critic: CriticConfig | None = None, critic_path: str = ""):
         super().__init__(model_path, model_name, engine, threads, trust_remote_code, crash_marker)
         self.critique_cfg = critique
         self.filters = filters
         self.s0 = system_s0
         self.principles = load_constitution(critique.constitution)
+        self.critic_cfg = critic or CriticConfig()
+        self.critic_name = self.critic_cfg.name_or_path if critic_path else ""
+        self.critic = (build_engine(critic_path, engine, trust_remote_code=self.critic_cfg.trust_remote_code)
+                       if critic_path else self.engine)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids = batch.column("id").to_pylist()
@@ -163,12 +197,12 @@ class CritiqueChain(_EngineActor):
         for i, pid in enumerate(ids):
             for k, pi in enumerate(draw_principles(pid, n, len(self.principles), self.engine.cfg.seed)):
                 conv = base[i] + [{"role": "assistant", "content": y0[i].text}]
-                branches.append(dict(i=i, k=k, principle=self.principles[pi], conv=conv,
+                branches.append(dict(i=i, k=k, principle=self.principles[pi], conv=conv, attempts=0,
                                      critiques=[], revisions=[], last=y0[i], gen=y0[i].completion_tokens))
         for _ in range(self.critique_cfg.revision_rounds):
             for b in branches:
                 b["conv"] = b["conv"] + [{"role": "user", "content": b["principle"].critique}]
-            crits = self.engine.chat([b["conv"] for b in branches], max_new_tokens=crit_tokens)
+            crits = self.critic.chat([b["conv"] for b in branches], max_new_tokens=crit_tokens)
             if self.filters.trim_truncated:
                 crits = [trim_to_sentence(c) for c in crits]
             for b, c in zip(branches, crits):
@@ -176,12 +210,13 @@ class CritiqueChain(_EngineActor):
                 b["gen"] += c.completion_tokens
                 b["conv"] = b["conv"] + [{"role": "assistant", "content": c.text},
                                          {"role": "user", "content": b["principle"].revision}]
-            revs = self.engine.chat([b["conv"] for b in branches])
-            if self.filters.trim_truncated:
-                revs = [trim_to_sentence(r) for r in revs]
-            for b, r in zip(branches, revs):
+            samples = self.critic_cfg.revision_samples if self.filters.y1_not_harmless else 1
+            revs, attempts, spent = revise_until_harmless(self.critic, [b["conv"] for b in branches], samples,
+                                                          self.filters.trim_truncated)
+            for b, r, a, n in zip(branches, revs, attempts, spent):
                 b["revisions"].append(r.text)
-                b["gen"] += r.completion_tokens
+                b["gen"] += n
+                b["attempts"] = a
                 b["last"] = r
                 b["conv"] = b["conv"] + [{"role": "assistant", "content": r.text}]
 
@@ -194,7 +229,8 @@ class CritiqueChain(_EngineActor):
                 prompt_id=ids[i], source=sources[i], prompt=prompts[i], system=self.s0,
                 y0=y0[i].text, critique=b["critiques"][-1], y1=y1.text,
                 critiques=b["critiques"], revisions=b["revisions"],
-                principle=b["principle"].name, rounds=len(b["revisions"]), model=self.model_name, node_id=self.node_id,
+                principle=b["principle"].name, rounds=len(b["revisions"]), critic=self.critic_name,
+                revision_attempts=b["attempts"], model=self.model_name, node_id=self.node_id,
                 prompt_tokens=y0[i].prompt_tokens, y0_tokens=y0[i].completion_tokens,
                 y1_tokens=y1.completion_tokens, generated_tokens=b["gen"],
                 y0_finish=y0[i].finish_reason, y1_finish=y1.finish_reason,

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from cst_ray.config import TrainConfig
+from cst_ray.models import PROVENANCE_FILE
 from cst_ray.storage import copy_dir
 
 MODEL_CARD = """---
@@ -16,6 +17,8 @@ base_model: {base}
 # Configurable Safety Tuning (CST) model
 
 Trained by cst-ray from `{base}` with {method} ({loss} loss, beta {beta}, {steps} steps, {pairs} pairs{lora}).
+
+{data_note}
 
 The safety behaviour is chosen at inference time by the **system prompt**:
 
@@ -75,6 +78,10 @@ def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
             base=config.get("base_name", config["model_path"]), method=config.get("method", "CST"),
             loss=cfg.loss_type, beta=cfg.beta, steps=config.get("total_steps", "?"), pairs=config.get("n_pairs", "?"),
             lora=f", LoRA r={cfg.lora.r}" if cfg.lora.enabled else "", s1=config["s1"], s0=config["s0"],
+            data_note=config.get("data_note", ""),
         )
+        provenance = Path(config["model_path"]) / PROVENANCE_FILE
+        if provenance.is_file():  # builtin aliases built from third-party packages
+            card += "\n## Provenance\n\n" + provenance.read_text()
         (Path(tmp) / "README.md").write_text(card)
         copy_dir(tmp, config["export_dir"])

@@ -51,6 +51,18 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [by_step[k] for k in sorted(by_step)]
 
 
+def _data_note(cfg: CSTConfig) -> str:
+    """How the preference data was made, for the model card."""
+    critic = cfg.generation.critic.name_or_path
+    if not cfg.pairs.use_generated:
+        return "Pairs: the pair files in pairs.extra_tasks only (no generation)."
+    if critic:
+        return (f"Pairs: `{cfg.model.name_or_path}` answered under the uncensored prompt (y0); a separate critic "
+                f"model, `{critic}`, wrote the critique and the revision (y1). This departs from the paper's "
+                f"self-critique, in which the model being tuned revises its own answers.")
+    return "Pairs: the model answered, critiqued and revised itself (the paper's self-critique)."
+
+
 def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir: str | Path,
                  method: str = "CST", storage_path: str = "") -> dict:
     """Train on `pairs` (dicts with system/prompt/chosen/rejected/id). Returns the stage stats.
@@ -97,6 +109,7 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         "method": method,
         "total_steps": total_steps,
         "n_pairs": meta["n_rows"],
+        "data_note": _data_note(cfg),
     }
     storage = resolve_storage(storage_path or str(out_dir / "checkpoints"))
     trainer = TorchTrainer(
