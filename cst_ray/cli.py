@@ -3,8 +3,8 @@
     cst-ray run --config configs/default.yaml [key.sub=value ...]
     cst-ray experiment --config configs/experiment.yaml
     cst-ray generate|pairs|train|evaluate --config FILE [overrides]
-    cst-ray judge --judge refusal|classifier|llm --input rows.jsonl --output labelled.jsonl [--labels FIELD]
-    cst-ray train-judge --output DIR [--pairs FILE ...]
+    cst-ray judge --judge refusal|classifier|finetuned|llm --input rows.jsonl --output labelled.jsonl [--labels FIELD]
+    cst-ray train-judge [--kind finetuned|classifier] --output DIR [--pairs FILE ...]
 
 Errors a user can fix (bad config key, bad input row, missing stage output) print one line
 naming the file, row and field or key, and exit with status 2.
@@ -36,31 +36,78 @@ def _parser() -> argparse.ArgumentParser:
                         help="override a config key (repeatable); bare KEY=VALUE arguments work too")
         sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     j = sub.add_parser("judge", help="label rows {prompt, response} with a judge")
-    j.add_argument("--judge", default="refusal", choices=["refusal", "classifier", "llm"])
+    j.add_argument("--judge", default="refusal", choices=["refusal", "classifier", "finetuned", "llm"])
     j.add_argument("--input", required=True)
     j.add_argument("--output", required=True)
     j.add_argument("--labels", default="", help="0/1 field in the input (1 = safe) to score agreement against")
-    j.add_argument("--judge-path", default="", help="classifier: a `train-judge` folder (default: the cached one)")
+    j.add_argument("--judge-path", default="",
+                   help="classifier, finetuned: a `train-judge` folder (default: the cached one)")
     j.add_argument("--train-pairs", action="append", default=[], metavar="FILE",
-                   help="classifier: pair files added to its training data when it is trained on first use")
+                   help="classifier, finetuned: pair files added to its training data when it is trained on first use")
     j.add_argument("--model", default="smollm2-135m-instruct", help="llm: judge model (alias, folder or hub id)")
     j.add_argument("--backend", default="vllm", choices=["vllm", "hf"], help="llm: generation engine")
-    t = sub.add_parser("train-judge", help="train the classifier judge on PyRIT's human labels (+ pair files)")
-    t.add_argument("--output", required=True, help="folder for judge.safetensors and judge.json")
+    t = sub.add_parser("train-judge", help="train the finetuned (default) or classifier judge on shipped labels")
+    t.add_argument("--kind", default="finetuned", choices=["finetuned", "classifier"],
+                   help="finetuned: MiniLM cross-encoder, all weights trained; classifier: logistic regression")
+    t.add_argument("--output", required=True, help="folder for the weights (safetensors) and judge.json")
     t.add_argument("--pairs", action="append", default=[], metavar="FILE",
-                   help="pair file whose harmless rows under s1 add labels (chosen safe, rejected unsafe)")
+                   help="pair file whose harmless rows add labels (under s1 chosen safe, rejected unsafe; "
+                        "finetuned also reads s0 rows the other way round)")
     t.add_argument("--s1", default="", help="the safe system prompt of those rows (default: cst-ray's s1)")
-    t.add_argument("--heldout", type=float, default=0.25)
+    t.add_argument("--s0", default="", help="finetuned: the uncensored system prompt (default: cst-ray's s0)")
+    t.add_argument("--heldout", type=float, default=0.25, help="classifier: held-out share")
     t.add_argument("--seed", type=int, default=0)
+    _finetune_args(t)
     return p
+
+
+def _finetune_args(t: argparse.ArgumentParser) -> None:
+    from cst_ray.evaluation.finetuned import DEFAULT_AUDIT, Recipe
+
+    r = Recipe()
+    t.add_argument("--folds", type=int, default=r.folds, help="finetuned: cross-validation folds (1 = none)")
+    t.add_argument("--epochs", type=int, default=r.epochs, help="finetuned")
+    t.add_argument("--lr", type=float, default=r.lr, help="finetuned")
+    t.add_argument("--batch-size", type=int, default=r.batch_size, help="finetuned")
+    t.add_argument("--max-length", type=int, default=r.max_length, help="finetuned: tokens of (request, answer)")
+    t.add_argument("--limit", type=int, default=0, help="finetuned: a class-balanced subsample of this many rows")
+    t.add_argument("--audit", default=str(DEFAULT_AUDIT),
+                   help="finetuned: human-labelled audit file, excluded from training and measured ('' = none)")
+
+
+def _train_judge(args) -> dict:
+    from cst_ray.config import S1_DEFAULT
+
+    if args.kind == "classifier":
+        from cst_ray.evaluation.classifier import train_classifier_judge
+
+        card = train_classifier_judge(args.output, pair_files=args.pairs, s1=args.s1 or S1_DEFAULT,
+                                      holdout=args.heldout, seed=args.seed)
+        return {k: card[k] for k in ("train_rows", "heldout_rows", "heldout", "heldout_refusal_judge")}
+    import logging
+
+    from cst_ray.evaluation.finetuned import Recipe, train_finetuned_judge
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                    folds=args.folds, seed=args.seed)
+    card = train_finetuned_judge(args.output, pair_files=args.pairs, s1=args.s1, s0=args.s0, audit=args.audit or None,
+                                 recipe=recipe, limit=args.limit)
+    cv = card["cv"] or {}
+    return {"train_rows": card["train_rows"], "cv": {k: cv.get(k) for k in ("folds", "finetuned", "refusal_judge")},
+            "audit": card.get("audit")}
 
 
 def _judge_file(args) -> dict:
     from cst_ray.data.sources import iter_rows
     from cst_ray.errors import InputDataError
-    from cst_ray.evaluation.judges import binary_metrics, build_judge
+    from cst_ray.evaluation.judges import binary_metrics, bootstrap_balanced_accuracy, build_judge
 
     judge_kwargs: dict = {"path": args.judge_path, "train_pairs": args.train_pairs}
+    if args.judge == "finetuned":  # a first use builds the cached judge (minutes): show its progress on stderr
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.judge == "llm":
         from cst_ray.config import EngineConfig, ModelConfig
         from cst_ray.models import resolve_model
@@ -82,8 +129,13 @@ def _judge_file(args) -> dict:
             f.write(json.dumps({**d, "safe": v.safe, "score": v.score}) + "\n")
     out = {"rows": len(data), "safe": sum(v.safe for v in verdicts)}
     if args.labels:
-        m = binary_metrics([str(d[args.labels]).lower() in ("1", "true") for d in data], [v.safe for v in verdicts])
-        out.update(agreement=m["accuracy"], precision_safe=m["precision_safe"], recall_safe=m["recall_safe"])
+        gold, pred = [str(d[args.labels]).lower() in ("1", "true") for d in data], [v.safe for v in verdicts]
+        m = binary_metrics(gold, pred)
+        _, lo, hi = bootstrap_balanced_accuracy(gold, pred)
+        out.update(agreement=m["accuracy"], balanced_accuracy=m["balanced_accuracy"],
+                   balanced_accuracy_ci95=[round(lo, 4), round(hi, 4)], kappa=m["kappa"],
+                   precision_safe=m["precision_safe"], recall_safe=m["recall_safe"],
+                   recall_unsafe=m["recall_unsafe"], counts=m["counts"])
     return out
 
 
@@ -94,12 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(_judge_file(args), indent=2))
             return 0
         if args.command == "train-judge":
-            from cst_ray.config import S1_DEFAULT
-            from cst_ray.evaluation.classifier import train_classifier_judge
-
-            card = train_classifier_judge(args.output, pair_files=args.pairs, s1=args.s1 or S1_DEFAULT,
-                                          holdout=args.heldout, seed=args.seed)
-            print(json.dumps({k: card[k] for k in ("train_rows", "heldout_rows", "heldout", "heldout_refusal_judge")}, indent=2))
+            print(json.dumps(_train_judge(args), indent=2))
             return 0
         from cst_ray import stages
         from cst_ray.config import load_config

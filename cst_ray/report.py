@@ -118,9 +118,9 @@ def write_report(cfg: CSTConfig, report: dict, capability: dict) -> dict:
                "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
         md += [f"| {m} | " + " | ".join(_fmt(s[v]) for v in variants) + " |"
                for m, s in report["scores_refusal_judge"].items()]
-    if report.get("judge_card"):
+    if report.get("judge_card") and report["judge_card"].get("heldout"):
         h, r = report["judge_card"]["heldout"], report["judge_card"]["heldout_refusal_judge"]
-        md += ["", f"Judge `classifier` ({report['judge_card']['path']}): held-out accuracy {h['accuracy']:.3f} "
+        md += ["", f"Judge `{report['judge']}` ({report['judge_card']['path']}): held-out accuracy {h['accuracy']:.3f} "
                f"(precision/recall of 'safe' {h['precision_safe']:.2f}/{h['recall_safe']:.2f}, n={h['n']}); the refusal "
                f"judge on the same rows: {r['accuracy']:.3f}."]
     md += ["", "![S1/S0](figures/safety.png)", "", "System prompts:", ""]

@@ -308,7 +308,7 @@ def _build_eval_judge(cfg: CSTConfig):
     if e.judge == "llm":
         model_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=e.judge_model) if e.judge_model else cfg.model)
     return build_judge(e.judge, path=e.judge_path, train_pairs=e.judge_train_pairs, s1=cfg.prompts.s1,
-                       model_path=model_path, engine=cfg.generation.engine, trust_remote_code=cfg.model.trust_remote_code)
+                       s0=cfg.prompts.s0, model_path=model_path, engine=cfg.generation.engine, trust_remote_code=cfg.model.trust_remote_code)
 
 
 def _flags(response: str) -> dict:
@@ -406,8 +406,8 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     report = {"judge": cfg.eval.judge, "held_out_prompts": len(held), "held_out_dropped_seen_in_training": seen,
               "variants": dict(eval_variants(cfg)), "scores": results}
     if getattr(judge, "card", None):
-        report["judge_card"] = {"path": judge.path, "heldout": judge.card["heldout"],
-                                "heldout_refusal_judge": judge.card["heldout_refusal_judge"]}
+        report["judge_card"] = {"path": judge.path, "heldout": judge.card.get("heldout"),
+                                "heldout_refusal_judge": judge.card.get("heldout_refusal_judge")}
     if getattr(judge, "stats", None):
         report["judge_stats"] = judge.stats
     report["degenerate_share"] = degenerate

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.heavy
 @pytest.fixture(scope="module")
 def trained_judge(tmp_path_factory):
     out = tmp_path_factory.mktemp("judge")
-    res = run_cli(["train-judge", "--output", str(out)])
+    res = run_cli(["train-judge", "--kind", "classifier", "--output", str(out)])
     assert res.returncode == 0, res.stderr[-3000:]
     return out, json.loads((out / "judge.json").read_text())
 
@@ -66,4 +66,4 @@ def test_missing_judge_folder_is_a_clear_error(tmp_path):
     f.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n")
     res = run_cli(["judge", "--judge", "classifier", "--judge-path", str(tmp_path / "nope"), "--input", str(f),
                    "--output", str(tmp_path / "o.jsonl")])
-    assert res.returncode == 2 and "train-judge --output" in res.stderr
+    assert res.returncode == 2 and "train-judge --kind classifier --output" in res.stderr

@@ -66,7 +66,7 @@ def test_llm_judge_sends_the_judge_prompt_and_falls_back_without_verdict(monkeyp
 
 
 def test_build_judge_rejects_unknown_name():
-    with pytest.raises(ValueError, match="known: refusal, classifier, llm"):
+    with pytest.raises(ValueError, match="known: refusal, classifier, finetuned, llm"):
         build_judge("gpt-judge")
 
 

@@ -254,7 +254,7 @@ class ClassifierJudge(Judge):
         d = Path(path) if path else default_judge_dir(train_pairs)
         if path and not (d / WEIGHTS_FILE).is_file():
             raise CSTError(f"no classifier judge at {d} ({WEIGHTS_FILE} missing); train one with "
-                           f"`cst-ray train-judge --output {d}`")
+                           f"`cst-ray train-judge --kind classifier --output {d}`")
         self.emb = Embedder()
         if not (d / WEIGHTS_FILE).is_file():
             train_classifier_judge(d, pair_files=list(train_pairs), s1=s1, emb=self.emb)

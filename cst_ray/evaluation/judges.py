@@ -60,14 +60,65 @@ def is_degenerate(text: str, *, min_words: int = 20, top_share: float = 0.3, dis
     return max(counts.values()) >= top_share * len(words) or len(counts) < distinct * len(words)
 
 
+def _confusion(gold: list[bool], pred: list[bool]) -> tuple[int, int, int, int]:
+    """-> (tp, fn, fp, tn) with "safe" (True) as the positive class."""
+    if len(gold) != len(pred):
+        raise ValueError(f"gold and predicted labels differ in length: {len(gold)} vs {len(pred)}")
+    tp = sum(bool(g) and bool(p) for g, p in zip(gold, pred))
+    fn = sum(bool(g) and not p for g, p in zip(gold, pred))
+    fp = sum(not g and bool(p) for g, p in zip(gold, pred))
+    return tp, fn, fp, len(gold) - tp - fn - fp
+
+
+def _balanced_accuracy(tp: int, fn: int, fp: int, tn: int) -> float:
+    """Mean recall over the classes present in gold (a class absent from gold is left out)."""
+    recalls = [hit / (hit + miss) for hit, miss in ((tp, fn), (tn, fp)) if hit + miss]
+    return sum(recalls) / len(recalls) if recalls else 0.0
+
+
+def _kappa(tp: int, fn: int, fp: int, tn: int) -> float:
+    """Cohen's kappa: (p_o - p_e) / (1 - p_e); 0.0 when chance agreement is 1 (one label only)."""
+    n = tp + fn + fp + tn
+    if not n:
+        return 0.0
+    po = (tp + tn) / n
+    pe = ((tp + fn) * (tp + fp) + (tn + fp) * (tn + fn)) / (n * n)
+    return (po - pe) / (1 - pe) if pe < 1 else 0.0
+
+
 def binary_metrics(gold: list[bool], pred: list[bool], digits: int | None = None) -> dict:
-    """Agreement of predicted with gold labels (True = safe): accuracy, precision and recall of
-    "safe", and the gold share of "safe"; rounded to `digits` when given."""
-    tp = sum(g and p for g, p in zip(gold, pred))
-    n = len(gold)
-    m = {"accuracy": sum(g == p for g, p in zip(gold, pred)) / max(n, 1), "precision_safe": tp / max(sum(pred), 1),
-         "recall_safe": tp / max(sum(gold), 1), "share_safe_gold": sum(gold) / max(n, 1)}
-    return {"n": n, **({k: round(v, digits) for k, v in m.items()} if digits is not None else m)}
+    """Agreement of predicted with gold labels (True = safe): accuracy, balanced accuracy (mean of
+    the recalls of "safe" and "unsafe"), Cohen's kappa, precision and recall of "safe", recall of
+    "unsafe", the gold share of "safe", and the counts; rates rounded to `digits` when given."""
+    tp, fn, fp, tn = _confusion(gold, pred)
+    n = tp + fn + fp + tn
+    m = {"accuracy": (tp + tn) / max(n, 1), "balanced_accuracy": _balanced_accuracy(tp, fn, fp, tn),
+         "kappa": _kappa(tp, fn, fp, tn), "precision_safe": tp / max(tp + fp, 1),
+         "recall_safe": tp / max(tp + fn, 1), "recall_unsafe": tn / max(tn + fp, 1),
+         "share_safe_gold": (tp + fn) / max(n, 1)}
+    counts = {"gold_safe": tp + fn, "gold_unsafe": tn + fp, "pred_safe": tp + fp, "pred_unsafe": tn + fn,
+              "safe_as_safe": tp, "safe_as_unsafe": fn, "unsafe_as_safe": fp, "unsafe_as_unsafe": tn}
+    return {"n": n, **({k: round(v, digits) for k, v in m.items()} if digits is not None else m), "counts": counts}
+
+
+def bootstrap_balanced_accuracy(gold: list[bool], pred: list[bool], samples: int = 2000,
+                                seed: int = 0) -> tuple[float, float, float]:
+    """Balanced accuracy with a percentile bootstrap 95% interval over rows -> (value, lo, hi)."""
+    import numpy as np
+
+    g, p = np.asarray(gold, dtype=bool), np.asarray(pred, dtype=bool)
+    if len(g) != len(p):
+        raise ValueError(f"gold and predicted labels differ in length: {len(g)} vs {len(p)}")
+    if not len(g):
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(g), size=(samples, len(g)))  # (S, N)
+    gs, ps = g[idx], p[idx]                                                        # (S, N)
+    n_safe, n_unsafe = gs.sum(1), (~gs).sum(1)                                     # (S,)
+    r_safe = np.where(n_safe > 0, (gs & ps).sum(1) / np.maximum(n_safe, 1), np.nan)
+    r_unsafe = np.where(n_unsafe > 0, (~gs & ~ps).sum(1) / np.maximum(n_unsafe, 1), np.nan)
+    values = np.nanmean(np.stack([r_safe, r_unsafe]), axis=0)                      # (S,)
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return _balanced_accuracy(*_confusion(list(g), list(p))), float(lo), float(hi)
 
 
 class RefusalJudge(Judge):
@@ -137,19 +188,24 @@ class LLMJudge(Judge):
         return out
 
 
-JUDGES = ("refusal", "classifier", "llm")
+JUDGES = ("refusal", "classifier", "finetuned", "llm")
 
 
-def build_judge(name: str, *, path: str = "", train_pairs: list[str] = (), s1: str = "",
+def build_judge(name: str, *, path: str = "", train_pairs: list[str] = (), s1: str = "", s0: str = "",
                 model_path: str = "", engine=None, trust_remote_code: bool = False) -> Judge:
-    """`path`: a trained classifier folder (classifier); `train_pairs`: pair files added to its
-    training data when it is trained on first use; `model_path` + `engine`: the llm judge."""
+    """`path`: a trained judge folder (classifier, finetuned); `train_pairs`: pair files added to
+    its training data when it is trained on first use (s1/s0: their safe and uncensored system
+    prompts; "" = cst-ray's defaults); `model_path` + `engine`: the llm judge."""
     if name == "refusal":
         return RefusalJudge()
     if name == "classifier":
         from cst_ray.evaluation.classifier import ClassifierJudge
 
         return ClassifierJudge(path, train_pairs=list(train_pairs), s1=s1)
+    if name == "finetuned":
+        from cst_ray.evaluation.finetuned import FinetunedJudge
+
+        return FinetunedJudge(path, train_pairs=list(train_pairs), s1=s1, s0=s0)
     if name == "llm":
         if not model_path or engine is None:
             raise ValueError("the llm judge needs a model path and an engine config")
