@@ -116,8 +116,9 @@ def test_evaluation_and_summary(tiny_run):
     assert not held & train
     summary = (run_dir / "summary.md").read_text()
     assert "| cst |" in summary and "| base |" in summary
-    aims = summary.split("## Aims: ")[1].split("\n\n")[0]
-    assert aims.startswith(("0 of 5 met", "1 of 5 met", "2 of 5 met", "3 of 5 met", "4 of 5 met", "5 of 5 met"))
+    aims = summary.split("## Aims: ")[1].split("System prompts:")[0].strip()
+    met = sum(line.endswith("| yes |") for line in aims.splitlines())
+    assert aims.startswith(f"{met} of 4 met")  # S1, S0, S0 on the one unseen wording, over-refusal
     s1 = report["scores"]["cst"]["S1"]["value"]
     assert f"| S1 | >= 0.8 | {s1:.2f} | {report['scores']['base']['S1']['value']:.2f} | {'yes' if s1 >= 0.8 else 'no'} |" in aims
     assert (run_dir / "config.yaml").is_file()
