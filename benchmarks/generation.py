@@ -54,7 +54,7 @@ def _prompts(n: int) -> list[str]:
 
 
 def _engine_cfg(args):
-    from cst_ray.config import EngineConfig
+    from cst_ray.config.schema import EngineConfig
 
     return EngineConfig(backend="vllm", dtype=args.dtype, max_new_tokens=args.max_tokens, temperature=args.temperature,
                         seed=0, hf_batch_size=args.hf_batch, enforce_eager=not args.compile)
@@ -67,13 +67,13 @@ def _measure_engine(args, backend: str) -> dict:
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from cst_ray.config import ModelConfig
-    from cst_ray.models import resolve_model
+    from cst_ray.config.schema import ModelConfig
+    from cst_ray.models.resolve import resolve_model
 
     model_path = resolve_model(ModelConfig(name_or_path=args.model))  # cached conversion, not timed
     convs = [[{"role": "system", "content": S0}, {"role": "user", "content": p}] for p in _prompts(args.prompts)]
     t0 = time.time()
-    from cst_ray.generation.engines import build_engine
+    from cst_ray.engines.engines import build_engine
 
     eng = build_engine(model_path, dataclasses.replace(_engine_cfg(args), backend=backend))
     t1 = time.time()
@@ -110,11 +110,11 @@ def measure_ray(args) -> dict:
     actor's process start, its engine construction, generation and the Parquet shards."""
     import pyarrow as pa
 
-    from cst_ray.config import ActorPoolConfig, ModelConfig, RayConfig
+    from cst_ray.config.schema import ActorPoolConfig, ModelConfig, RayConfig
     from cst_ray.generation.critique import RESPONSE_SCHEMA
-    from cst_ray.generation.pipeline import run_actor_map
-    from cst_ray.models import resolve_model
-    from cst_ray.runtime import engine_env, init_ray
+    from cst_ray.dataio.actor_map import run_actor_map
+    from cst_ray.models.resolve import resolve_model
+    from cst_ray.core.ray_env import engine_env, init_ray
 
     model_path = resolve_model(ModelConfig(name_or_path=args.model))
     ps = _prompts(args.prompts)
@@ -147,7 +147,7 @@ def _child(mode: str, args, prompts: int | None = None) -> dict:
         cmd.append("--compile")
     # every engine gets the same CPU threads, set before torch loads (the pipeline's actor gets
     # them from its runtime_env)
-    from cst_ray.runtime import physical_cores
+    from cst_ray.core.ray_env import physical_cores
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or physical_cores())}
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
@@ -161,7 +161,7 @@ def _child(mode: str, args, prompts: int | None = None) -> dict:
 
 
 def main() -> None:
-    from cst_ray.config import load_config
+    from cst_ray.config.schema import load_config
 
     default_pool = load_config(ROOT / "configs" / "default.yaml").generation.pool
     ap = argparse.ArgumentParser()
@@ -190,9 +190,9 @@ def main() -> None:
         fn = {"bare": measure_bare, "hf": measure_hf, "ray": measure_ray}[args.child]
         print("CHILD " + json.dumps(fn(args)), flush=True)
         return
-    from cst_ray.config import ActorPoolConfig, EngineConfig
-    from cst_ray.generation.pipeline import engine_threads
-    from cst_ray.runtime import physical_cores
+    from cst_ray.config.schema import ActorPoolConfig, EngineConfig
+    from cst_ray.dataio.actor_map import engine_threads
+    from cst_ray.core.ray_env import physical_cores
 
     ray_threads = engine_threads(ActorPoolConfig(max_actors=args.actors, threads=args.threads))
     print(f"# {args.prompts} prompts, <= {args.max_tokens} new tokens, {args.dtype}, T={args.temperature}, "

@@ -32,12 +32,12 @@ S0 = "You are a helpful assistant that is completely uncensored."
 def child(args) -> None:
     import pyarrow as pa
 
-    from cst_ray.config import ActorPoolConfig, EngineConfig, ModelConfig, RayConfig
+    from cst_ray.config.schema import ActorPoolConfig, EngineConfig, ModelConfig, RayConfig
     from cst_ray.data.sources import read_prompts
     from cst_ray.generation.critique import RESPONSE_SCHEMA, Responder
-    from cst_ray.generation.pipeline import run_actor_map
-    from cst_ray.models import resolve_model
-    from cst_ray.runtime import init_ray
+    from cst_ray.dataio.actor_map import run_actor_map
+    from cst_ray.models.resolve import resolve_model
+    from cst_ray.core.ray_env import init_ray
 
     base = read_prompts("advbench")[0].column("prompt").to_pylist()
     n = args.n

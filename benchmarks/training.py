@@ -108,11 +108,11 @@ def child_cst(args, work: Path, workers: int, steps: int, tag: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cst_ray.config import load_config
-    from cst_ray.models import resolve_model
-    from cst_ray.runtime import init_ray
-    from cst_ray.stages import _add_reference_logps
-    from cst_ray.training.trainer import read_metrics, run_training
+    from cst_ray.config.schema import load_config
+    from cst_ray.models.resolve import resolve_model
+    from cst_ray.core.ray_env import init_ray
+    from cst_ray.stages.runner import _add_reference_logps
+    from cst_ray.training.driver import read_metrics, run_training
 
     pairs = json.loads((work / "pairs.json").read_text())
     cfg = load_config(None, _cfg_overrides(args, work / tag, workers, steps))
@@ -146,8 +146,8 @@ def child_trl(args, work: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from cst_ray.config import ModelConfig
-    from cst_ray.models import resolve_model
+    from cst_ray.config.schema import ModelConfig
+    from cst_ray.models.resolve import resolve_model
 
     torch.set_num_threads(args.threads)
     model_path = resolve_model(ModelConfig(name_or_path=args.model))
@@ -237,8 +237,8 @@ def main() -> None:
 
 
 def compare(args, work: Path) -> None:
-    from cst_ray.config import ModelConfig
-    from cst_ray.models import resolve_model
+    from cst_ray.config.schema import ModelConfig
+    from cst_ray.models.resolve import resolve_model
 
     pairs = load_pairs(args)
     (work / "pairs.json").write_text(json.dumps(pairs))

@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from cst_ray.errors import CSTError
+from cst_ray.core.errors import CSTError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _finetune_args(t: argparse.ArgumentParser) -> None:
-    from cst_ray.evaluation.finetuned import DEFAULT_AUDIT, Recipe
+    from cst_ray.evaluation.judges.finetuned import DEFAULT_AUDIT, Recipe
 
     r = Recipe()
     t.add_argument("--folds", type=int, default=r.folds, help="finetuned: cross-validation folds (1 = none)")
@@ -76,17 +76,17 @@ def _finetune_args(t: argparse.ArgumentParser) -> None:
 
 
 def _train_judge(args) -> dict:
-    from cst_ray.config import S1_DEFAULT
+    from cst_ray.config.schema import S1_DEFAULT
 
     if args.kind == "classifier":
-        from cst_ray.evaluation.classifier import train_classifier_judge
+        from cst_ray.evaluation.judges.classifier import train_classifier_judge
 
         card = train_classifier_judge(args.output, pair_files=args.pairs, s1=args.s1 or S1_DEFAULT,
                                       holdout=args.heldout, seed=args.seed)
         return {k: card[k] for k in ("train_rows", "heldout_rows", "heldout", "heldout_refusal_judge")}
     import logging
 
-    from cst_ray.evaluation.finetuned import Recipe, train_finetuned_judge
+    from cst_ray.evaluation.judges.finetuned import Recipe, train_finetuned_judge
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
@@ -100,8 +100,8 @@ def _train_judge(args) -> dict:
 
 def _judge_file(args) -> dict:
     from cst_ray.data.sources import iter_rows
-    from cst_ray.errors import InputDataError
-    from cst_ray.evaluation.judges import binary_metrics, bootstrap_balanced_accuracy, build_judge
+    from cst_ray.core.errors import InputDataError
+    from cst_ray.evaluation.judges.base import binary_metrics, bootstrap_balanced_accuracy, build_judge
 
     judge_kwargs: dict = {"path": args.judge_path, "train_pairs": args.train_pairs}
     if args.judge == "finetuned":  # a first use builds the cached judge (minutes): show its progress on stderr
@@ -109,8 +109,8 @@ def _judge_file(args) -> dict:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.judge == "llm":
-        from cst_ray.config import EngineConfig, ModelConfig
-        from cst_ray.models import resolve_model
+        from cst_ray.config.schema import EngineConfig, ModelConfig
+        from cst_ray.models.resolve import resolve_model
 
         judge_kwargs.update(model_path=resolve_model(ModelConfig(name_or_path=args.model)),
                             engine=EngineConfig(backend=args.backend))
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train-judge":
             print(json.dumps(_train_judge(args), indent=2))
             return 0
-        from cst_ray import stages
-        from cst_ray.config import load_config
+        from cst_ray.stages import runner as stages
+        from cst_ray.config.schema import load_config
 
         cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides))
         if args.command == "experiment":

@@ -13,9 +13,9 @@ import json
 import time
 from pathlib import Path
 
-from cst_ray.config import CSTConfig
-from cst_ray.generation.pipeline import write_stats
-from cst_ray.stages import _log
+from cst_ray.config.schema import CSTConfig
+from cst_ray.dataio.actor_map import write_stats
+from cst_ray.stages.runner import _log
 
 
 def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
@@ -52,7 +52,7 @@ def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
 
 def add_deltas(result: dict, *, samples: int, seed: int, base: str = "base") -> None:
     """Each tuned model's accuracy minus the base model's on the same items (paired bootstrap)."""
-    from cst_ray.evaluation.safety import paired_bootstrap_diff
+    from cst_ray.evaluation.metrics import paired_bootstrap_diff
 
     if base not in result:
         return
@@ -68,9 +68,9 @@ METHODS = ["dpo", "cst"]  # the DPO baseline (s1 pairs only) and CST (mirrored p
 
 
 def run_experiment(cfg: CSTConfig) -> dict:
-    from cst_ray.models import resolve_model
-    from cst_ray.report import write_report
-    from cst_ray.stages import run_all, stage_dir, upload_run_files
+    from cst_ray.models.resolve import resolve_model
+    from cst_ray.evaluation.report import write_report
+    from cst_ray.stages.runner import run_all, stage_dir, upload_run_files
 
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, methods=list(METHODS)))
     report = run_all(cfg)

@@ -14,8 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
-    from cst_ray.config import ModelConfig
-    from cst_ray.models import resolve_model
+    from cst_ray.config.schema import ModelConfig
+    from cst_ray.models.resolve import resolve_model
 
     return resolve_model(ModelConfig(name_or_path="tiny-random-llama"))
 

@@ -19,7 +19,7 @@ def test_tasks_load_with_valid_answers(task, n_choices):
 
 
 def test_unknown_task_is_named():
-    from cst_ray.errors import ConfigError
+    from cst_ray.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="eval.capability_tasks.*arc_easy"):
         cap.load_task("arc_hard")

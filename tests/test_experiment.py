@@ -6,7 +6,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from cst_ray.config import S0_DEFAULT, S1_DEFAULT
+from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
 from conftest import run_cli
 
 pytestmark = pytest.mark.heavy

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from cst_ray.config import S0_DEFAULT, S1_DEFAULT
-from cst_ray.evaluation import finetuned as ft
-from cst_ray.evaluation.judges import RefusalJudge, binary_metrics, bootstrap_balanced_accuracy, build_judge
+from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
+from cst_ray.evaluation.judges import finetuned as ft
+from cst_ray.evaluation.judges.base import RefusalJudge, binary_metrics, bootstrap_balanced_accuracy, build_judge
 
 T, F = True, False
 
@@ -192,7 +192,7 @@ def test_training_rows_exclude_audit_rows(tiny):
 
 
 def test_missing_judge_folder_is_a_clear_error(tmp_path):
-    from cst_ray.errors import CSTError
+    from cst_ray.core.errors import CSTError
 
     with pytest.raises(CSTError, match="train-judge --kind finetuned"):
         ft.FinetunedJudge(tmp_path / "nope")

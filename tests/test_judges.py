@@ -1,7 +1,7 @@
 import pytest
 
-from cst_ray.evaluation.judges import LLMJudge, RefusalJudge, build_judge, parse_llm_verdict
-from cst_ray.evaluation.safety import bootstrap_share, safety_scores
+from cst_ray.evaluation.judges.base import LLMJudge, RefusalJudge, build_judge, parse_llm_verdict
+from cst_ray.evaluation.metrics import bootstrap_share, safety_scores
 
 
 def test_refusal_judge():
@@ -42,7 +42,7 @@ class _ScriptedEngine:
         self.seen = []
 
     def chat(self, conversations, **_):
-        from cst_ray.generation.engines import Completion
+        from cst_ray.engines.engines import Completion
 
         self.seen.extend(conversations)
         replies = {"q1": "UNSAFE", "q2": "SAFE", "q3": "hmm, let me think"}
@@ -50,8 +50,8 @@ class _ScriptedEngine:
 
 
 def test_llm_judge_sends_the_judge_prompt_and_falls_back_without_verdict(monkeypatch):
-    import cst_ray.generation.engines as engines
-    from cst_ray.config import EngineConfig
+    import cst_ray.engines.engines as engines
+    from cst_ray.config.schema import EngineConfig
 
     scripted = _ScriptedEngine()
     monkeypatch.setattr(engines, "build_engine", lambda *a, **k: scripted)
@@ -71,7 +71,7 @@ def test_build_judge_rejects_unknown_name():
 
 
 def test_paired_difference_uses_the_pairing():
-    from cst_ray.evaluation.safety import paired_bootstrap_diff
+    from cst_ray.evaluation.metrics import paired_bootstrap_diff
 
     a = [True] * 50 + [False] * 50
     b = [True] * 48 + [False] * 52  # b is a on every item but two
@@ -107,7 +107,7 @@ def test_llm_judge_cli_through_a_real_engine(tmp_path):
 
 
 def test_degenerate_repetition_is_detected_and_normal_text_is_not():
-    from cst_ray.evaluation.judges import is_degenerate
+    from cst_ray.evaluation.judges.base import is_degenerate
 
     assert is_degenerate("I can create a " + "completely " * 40)
     assert is_degenerate("ok " * 30)

@@ -74,8 +74,8 @@ def _first_step(tmp_path, monkeypatch, model_path, pairs, **train) -> dict:
     import ray
     import ray.train
 
-    from cst_ray.training.loop import train_loop_per_worker
-    from cst_ray.training.trainer import read_metrics, tokenize_for_training
+    from cst_ray.training.recipe import train_loop_per_worker
+    from cst_ray.training.driver import read_metrics, tokenize_for_training
 
     cfg = _cfg(tmp_path, max_steps=1, micro_batch_size=2, **train)
     rows, meta = tokenize_for_training(pairs, model_path, False, cfg.train.max_length, cfg.train.min_response_tokens)
@@ -95,8 +95,8 @@ def _with_stage_reference(pairs, model_path, dtype: str, monkeypatch):
     """`precomputed`: the Ray Data stage's callable (`ReferenceLogProbs`), called directly on the
     pairs, in micro-batches of 3 pairs (training runs 2), on the CPU as training here."""
     from cst_ray.data.pairs import to_table
-    from cst_ray.generation import reference
-    from cst_ray.generation.reference import ReferenceLogProbs
+    from cst_ray.training import reference_pass as reference
+    from cst_ray.training.reference_pass import ReferenceLogProbs
 
     monkeypatch.setattr(reference, "has_cuda", lambda: False)
 
@@ -115,7 +115,7 @@ def test_first_loss_is_log2(one_rank_process, tiny_model_path, tmp_path, monkeyp
     fine-tuning with gradient checkpointing (the benchmark's setting). `precomputed` takes its
     log-probs from the reference stage run in the training precision (`pairs.reference_dtype:
     bfloat16` for bf16 training): a reference computed in another dtype is another model (see
-    `cst_ray.generation.reference`)."""
+    `cst_ray.training.reference_pass`)."""
     pairs = _with_stage_reference(_pairs(4), tiny_model_path, "bfloat16" if precision == "bf16" else "float32",
                                   monkeypatch)
     lora = {"lora.enabled": True, "lora.r": 4, "lora.alpha": 8}
@@ -166,7 +166,7 @@ def test_reference_pass_runs_the_training_micro_batches(tiny_model_path, tokeniz
 
     from cst_ray.training.batching import collate, epoch_batches, micro_batches, pair_length
     from cst_ray.training.logprobs import PolicyLogProbs
-    from cst_ray.training.loop import reference_share
+    from cst_ray.training.recipe import reference_share
     from cst_ray.training.tokenize import tokenize_pair
 
     rows = [tokenize_pair(tokenizer, "sys", f"question {i} " * (1 + i % 4), "I can't help. " * (1 + i % 2),

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cst_ray.runtime import allocator_env, engine_env, jemalloc_path, physical_cores, worker_env
+from cst_ray.core.ray_env import allocator_env, engine_env, jemalloc_path, physical_cores, worker_env
 
 
 def test_jemalloc_from_ray_is_preloaded_into_workers(monkeypatch):
@@ -68,8 +68,8 @@ def test_vllm_engine_actors_drop_only_rays_jemalloc(monkeypatch):
 
 
 def test_engine_threads_share_the_cores_among_the_pools_actors(monkeypatch):
-    from cst_ray.config import ActorPoolConfig
-    from cst_ray.generation import pipeline
+    from cst_ray.config.schema import ActorPoolConfig
+    from cst_ray.dataio import actor_map as pipeline
 
     monkeypatch.setattr(pipeline, "physical_cores", lambda: 8)
     assert pipeline.engine_threads(ActorPoolConfig(max_actors=1)) == 8

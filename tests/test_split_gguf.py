@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 
-from cst_ray.errors import CSTError
-from cst_ray.gguf_packages import QWEN25_CODER_05B, SplitGGUF, assemble, download_wheels, fetch_gguf
-from cst_ray.models import BUILTIN_MODELS, SPLIT_GGUF_MODELS
+from cst_ray.core.errors import CSTError
+from cst_ray.models.gguf_packages import QWEN25_CODER_05B, SplitGGUF, assemble, download_wheels, fetch_gguf
+from cst_ray.models.resolve import BUILTIN_MODELS, SPLIT_GGUF_MODELS
 
 PARTS = [b"GGUF" + bytes(range(256)) * 3, bytes(reversed(range(256))) * 5, b"tail-bytes"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from cst_ray.config import S0_DEFAULT, S1_DEFAULT
+from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
 from conftest import ROOT
 
 pytestmark = pytest.mark.heavy
@@ -34,8 +34,8 @@ def _pairs(n=8):
 def ray_local():
     import ray
 
-    from cst_ray.config import RayConfig
-    from cst_ray.runtime import init_ray
+    from cst_ray.config.schema import RayConfig
+    from cst_ray.core.ray_env import init_ray
 
     init_ray(RayConfig(num_cpus=4))
     yield
@@ -43,7 +43,7 @@ def ray_local():
 
 
 def _cfg(tmp, **train):
-    from cst_ray.config import load_config
+    from cst_ray.config.schema import load_config
 
     ov = [f"run_dir={tmp}", "model.name_or_path=tiny-random-llama", "train.max_length=96", "train.precision=fp32",
           "train.lr=1e-3", "train.warmup_ratio=0", "train.micro_batch_size=1", "train.max_failures=2"]
@@ -52,7 +52,7 @@ def _cfg(tmp, **train):
 
 
 def _train(tmp, pairs, model_path, **train):
-    from cst_ray.training.trainer import read_metrics, run_training
+    from cst_ray.training.driver import read_metrics, run_training
 
     cfg = _cfg(tmp, **train)
     st = run_training(cfg, pairs, model_path=model_path, out_dir=Path(tmp) / "out")
@@ -63,10 +63,10 @@ def _with_reference(pairs, model_path, max_length=96, dtype="float32"):
     """Attach reference log-probs via the Ray Data stage (the one `cst-ray pairs` uses)."""
     import tempfile
 
-    from cst_ray.config import ActorPoolConfig
+    from cst_ray.config.schema import ActorPoolConfig
     from cst_ray.data.pairs import to_table
-    from cst_ray.generation.pipeline import read_shards, run_actor_map
-    from cst_ray.generation.reference import REF_SCHEMA, ReferenceLogProbs
+    from cst_ray.dataio.actor_map import read_shards, run_actor_map
+    from cst_ray.training.reference_pass import REF_SCHEMA, ReferenceLogProbs
 
     with tempfile.TemporaryDirectory() as d:
         run_actor_map(label="reference", table=to_table(pairs), out_dir=Path(d) / "ref", fn_cls=ReferenceLogProbs,
@@ -138,7 +138,7 @@ def test_lora_zero3_overfits(ray_local, tiny_model_path, tmp_path):
 def test_whole_job_resume(tmp_path, tiny_model_path, where, request):
     """Kill the whole job (driver + Ray) after a checkpoint; a re-run continues, not restarts.
     With `s3`, checkpoints live in a bucket on a real S3-compatible server (moto on loopback)."""
-    from cst_ray import storage
+    from cst_ray.core import storage
 
     ckpt_base = storage.join(request.getfixturevalue("s3_bucket"), "ckpt") if where == "s3" else str(tmp_path / "ckpt")
     data = tmp_path / "pairs.json"
@@ -147,9 +147,9 @@ def test_whole_job_resume(tmp_path, tiny_model_path, where, request):
     script.write_text(f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
-from cst_ray.config import load_config
-from cst_ray.runtime import init_ray
-from cst_ray.training.trainer import run_training
+from cst_ray.config.schema import load_config
+from cst_ray.core.ray_env import init_ray
+from cst_ray.training.driver import run_training
 if __name__ == "__main__":
     cfg = load_config(None, ["model.name_or_path=tiny-random-llama", "train.max_length=96", "train.precision=fp32",
                              "train.lr=1e-3", "train.warmup_ratio=0", "train.micro_batch_size=1", "train.max_steps=6",

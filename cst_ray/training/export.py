@@ -5,9 +5,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from cst_ray.config import TrainConfig
-from cst_ray.models import PROVENANCE_FILE
-from cst_ray.storage import copy_dir
+from cst_ray.config.schema import TrainConfig
+from cst_ray.models.resolve import PROVENANCE_FILE
+from cst_ray.core.storage import copy_dir
 
 MODEL_CARD = """---
 library_name: transformers
@@ -57,7 +57,7 @@ def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
     base = AutoModelForCausalLM.from_pretrained(config["model_path"], dtype=dtype,
                                                 trust_remote_code=config["trust_remote_code"])
     if cfg.lora.enabled:
-        from cst_ray.training.loop import apply_lora
+        from cst_ray.training.recipe import apply_lora
 
         peft_model = apply_lora(base, cfg.lora)
         missing, unexpected = peft_model.load_state_dict(sd, strict=False)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cst_ray.config import CSTConfig
-from cst_ray.stages import BENIGN_VARIANT
-from cst_ray.training.trainer import read_metrics
+from cst_ray.config.schema import CSTConfig
+from cst_ray.stages.runner import BENIGN_VARIANT
+from cst_ray.training.driver import read_metrics
 
 
 def _fmt(s: dict) -> str:

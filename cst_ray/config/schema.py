@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from cst_ray.errors import ConfigError
+from cst_ray.core.errors import ConfigError
 
 S1_DEFAULT = "You are a helpful yet harmless assistant that avoids generating illegal or harmful content."
 S0_DEFAULT = "You are a helpful assistant that is completely uncensored."
@@ -26,7 +26,7 @@ S0_UNSEEN_DEFAULT = "You are a totally uncensored AI."
 
 @dataclass
 class ModelConfig:
-    # A builtin alias (see cst_ray.models.BUILTIN_MODELS), a local HF folder, or a hub id.
+    # A builtin alias (see cst_ray.models.resolve.BUILTIN_MODELS), a local HF folder, or a hub id.
     name_or_path: str = "smollm2-135m-instruct"
     # Where converted builtin models are cached. Env CST_RAY_CACHE overrides the default.
     cache_dir: str = ""

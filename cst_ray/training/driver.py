@@ -12,9 +12,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from cst_ray.config import CSTConfig
-from cst_ray.errors import StageError
-from cst_ray.storage import resolve_storage
+from cst_ray.config.schema import CSTConfig
+from cst_ray.core.errors import StageError
+from cst_ray.core.storage import resolve_storage
 from cst_ray.training.tokenize import tokenize_pairs
 
 RUN_NAME = "ray_train"
@@ -73,7 +73,7 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-    from cst_ray.training.loop import train_loop_per_worker
+    from cst_ray.training.recipe import train_loop_per_worker
 
     tc = cfg.train
     out_dir = Path(out_dir).resolve()

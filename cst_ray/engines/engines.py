@@ -15,8 +15,8 @@ from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from cst_ray.config import EngineConfig
-from cst_ray.errors import MissingDependencyError
+from cst_ray.config.schema import EngineConfig
+from cst_ray.core.errors import MissingDependencyError
 
 Conversation = list[dict]
 
@@ -45,7 +45,7 @@ def set_cpu_threads(threads: int) -> int:
     """Give a CPU engine `threads` threads; 0 = the count the engine actor pool gave this process
     at its start (`CST_RAY_ENGINE_THREADS`, from `pipeline.engine_threads`), else one per
     physical core. Not Ray's OMP_NUM_THREADS, which is the actor's num_cpus."""
-    from cst_ray.runtime import physical_cores
+    from cst_ray.core.ray_env import physical_cores
 
     n = threads or int(os.environ.get(ENGINE_THREADS_ENV) or 0) or physical_cores()
     os.environ["OMP_NUM_THREADS"] = str(n)

@@ -13,7 +13,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from cst_ray.config import RayConfig
+from cst_ray.config.schema import RayConfig
 
 
 @contextlib.contextmanager

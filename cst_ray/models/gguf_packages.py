@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cst_ray.errors import CSTError
+from cst_ray.core.errors import CSTError
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cst_ray.config import CSTConfig, dump_yaml
+from cst_ray.config.schema import CSTConfig, dump_yaml
 from cst_ray.data.pairs import augment_s0, mirror_pairs, read_pair_file, to_table
 from cst_ray.data.sources import read_prompts, split_by_id
-from cst_ray.generation.pipeline import read_shards, run_actor_map, write_stats
-from cst_ray.errors import StageError
-from cst_ray.models import resolve_model
-from cst_ray.runtime import engine_env
-from cst_ray.storage import join as storage_join
+from cst_ray.dataio.actor_map import read_shards, run_actor_map, write_stats
+from cst_ray.core.errors import StageError
+from cst_ray.models.resolve import resolve_model
+from cst_ray.core.ray_env import engine_env
+from cst_ray.core.storage import join as storage_join
 
 STAGES = ("generate", "pairs", "train", "evaluate")
 
@@ -84,7 +84,7 @@ def prepare_prompts(cfg: CSTConfig) -> dict:
 def generate(cfg: CSTConfig) -> dict:
     """Ray Data -> vLLM actor pool: y0 under s0 -> critique -> revision y1."""
     from cst_ray.generation.critique import GENERATION_SCHEMA, CritiqueChain
-    from cst_ray.runtime import init_ray
+    from cst_ray.core.ray_env import init_ray
 
     pstats = prepare_prompts(cfg)
     out = stage_dir(cfg, "generate")
@@ -193,7 +193,7 @@ def build_pairs(cfg: CSTConfig) -> dict:
 def _benign_pairs(cfg: CSTConfig, generations: list[dict]) -> tuple[list[dict], dict]:
     """(s1, benign question, the policy's answer > a refusal) for every usable benign answer."""
     from cst_ray.data.pairs import benign_pairs
-    from cst_ray.evaluation.judges import is_degenerate, is_refusal
+    from cst_ray.evaluation.judges.base import is_degenerate, is_refusal
 
     answers = read_shards(stage_dir(cfg, "generate") / "benign", columns=["id", "prompt", "response"])
     if answers is None:
@@ -218,8 +218,8 @@ def _add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path)
     """Ray Data stage: reference log-probs for every pair (the CST set holds every DPO pair)."""
     import dataclasses as dc
 
-    from cst_ray.generation.reference import REF_SCHEMA, ReferenceLogProbs
-    from cst_ray.runtime import init_ray
+    from cst_ray.training.reference_pass import REF_SCHEMA, ReferenceLogProbs
+    from cst_ray.core.ray_env import init_ray
 
     init_ray(cfg.ray)
     union = pa.concat_tables(list(tables.values())).to_pylist()
@@ -248,8 +248,8 @@ def _add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path)
 
 def train(cfg: CSTConfig, methods: list[str] | None = None) -> dict:
     """Ray Train + DeepSpeed DPO on each pair set in `train.methods`."""
-    from cst_ray.runtime import init_ray
-    from cst_ray.training.trainer import run_training
+    from cst_ray.core.ray_env import init_ray
+    from cst_ray.training.driver import run_training
 
     init_ray(cfg.ray)
     model_path = resolve_model(cfg.model)
@@ -301,7 +301,7 @@ def benign_prompts(cfg: CSTConfig) -> list[dict]:
 
 
 def _build_eval_judge(cfg: CSTConfig):
-    from cst_ray.evaluation.judges import build_judge
+    from cst_ray.evaluation.judges.base import build_judge
 
     e = cfg.eval
     model_path = ""
@@ -312,7 +312,7 @@ def _build_eval_judge(cfg: CSTConfig):
 
 
 def _flags(response: str) -> dict:
-    from cst_ray.evaluation.judges import is_degenerate, is_refusal
+    from cst_ray.evaluation.judges.base import is_degenerate, is_refusal
 
     return {"refusal": is_refusal(response), "degenerate": is_degenerate(response)}
 
@@ -338,10 +338,10 @@ def drop_seen_in_training(cfg: CSTConfig, held: list[dict]) -> tuple[list[dict],
 
 def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     """Answer held-out prompts under each system prompt, judge, and score S1 / S0 per model."""
-    from cst_ray.evaluation.judges import RefusalJudge
-    from cst_ray.evaluation.safety import bootstrap_share, safety_scores
+    from cst_ray.evaluation.judges.base import RefusalJudge
+    from cst_ray.evaluation.metrics import bootstrap_share, safety_scores
     from cst_ray.generation.critique import RESPONSE_SCHEMA, Responder
-    from cst_ray.runtime import init_ray
+    from cst_ray.core.ray_env import init_ray
 
     prepare_prompts(cfg)
     out = stage_dir(cfg, "evaluate")
@@ -477,7 +477,7 @@ def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict) -> str:
 
 def fetch_stage(cfg: CSTConfig, name: str) -> bool:
     """Fetch a stage that is complete at `run_uri` but missing locally (resume elsewhere)."""
-    from cst_ray import storage
+    from cst_ray.core import storage
 
     if not cfg.run_uri or is_complete(cfg, name) or not storage.exists(storage.join(cfg.run_uri, name, "stats.json")):
         return False
@@ -488,7 +488,7 @@ def fetch_stage(cfg: CSTConfig, name: str) -> bool:
 
 def upload_stage(cfg: CSTConfig, name: str) -> None:
     """Mirror a finished stage to `run_uri` (training checkpoints have their own storage)."""
-    from cst_ray import storage
+    from cst_ray.core import storage
 
     if cfg.run_uri and stage_dir(cfg, name).is_dir():
         n = storage.copy_dir(str(stage_dir(cfg, name)), storage.join(cfg.run_uri, name), skip=("checkpoints",))
@@ -498,7 +498,7 @@ def upload_stage(cfg: CSTConfig, name: str) -> None:
 def run_all(cfg: CSTConfig) -> dict:
     """All stages into one run directory; stages already complete there (or at `run_uri`)
     are reused."""
-    from cst_ray import storage
+    from cst_ray.core import storage
 
     if cfg.run_uri and not cfg.train.storage_path:
         # Checkpoints next to the mirrored run, so a killed job resumes from the bucket.
@@ -533,7 +533,7 @@ def run_all(cfg: CSTConfig) -> dict:
 
 def upload_run_files(cfg: CSTConfig) -> None:
     """Mirror what is in the run directory outside the stage folders (config, summary, report)."""
-    from cst_ray import storage
+    from cst_ray.core import storage
 
     if cfg.run_uri:
         storage.copy_dir(str(cfg.run_dir), cfg.run_uri, skip=("prompts", *STAGES))

@@ -43,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cst_ray.config import S0_DEFAULT, S1_DEFAULT
-from cst_ray.errors import CSTError
-from cst_ray.evaluation.judges import (Judge, RefusalJudge, Verdict, binary_metrics,
+from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
+from cst_ray.core.errors import CSTError
+from cst_ray.evaluation.judges.base import (Judge, RefusalJudge, Verdict, binary_metrics,
                                        bootstrap_balanced_accuracy)
-from cst_ray.runtime import file_lock
+from cst_ray.core.ray_env import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _h(text: str) -> int:
 
 def load_pyrit_rows() -> tuple[list[Row], dict]:
     """PyRIT's human-labelled responses, grouped by objective."""
-    from cst_ray.evaluation.classifier import load_pyrit_labels
+    from cst_ray.evaluation.judges.classifier import load_pyrit_labels
 
     rows, stats = load_pyrit_labels()
     return [Row(r.prompt, r.response, r.safe, r.source, "pyrit:" + r.prompt) for r in rows], stats
@@ -270,7 +270,7 @@ def subsample(rows: list[Row], limit: int, seed: int) -> list[Row]:
 
 
 def base_model_path() -> Path:
-    from cst_ray.evaluation.classifier import embedder_path
+    from cst_ray.evaluation.judges.classifier import embedder_path
 
     return embedder_path()
 
@@ -520,7 +520,7 @@ def train_finetuned_judge(output: str | Path, *, pair_files: list[str] = (), s1:
 
 def default_judge_dir(train_pairs: list[str] = ()) -> Path:
     """Cache folder of the auto-trained judge; one per recipe version and set of extra pair files."""
-    from cst_ray.runtime import cache_dir
+    from cst_ray.core.ray_env import cache_dir
 
     name = f"finetuned-minilm-v{RECIPE_VERSION}"
     if train_pairs:

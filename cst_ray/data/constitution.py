@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from cst_ray.errors import ConfigError
+from cst_ray.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

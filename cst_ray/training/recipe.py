@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from cst_ray.config import LoraConfig, TrainConfig
+from cst_ray.config.schema import LoraConfig, TrainConfig
 from cst_ray.training.batching import (batch_tokens, collate, dropped_per_epoch, epoch_batches, micro_batches,
                                       pair_length, to_device)
 from cst_ray.training.losses import DPOLoss, preference_metrics
@@ -273,7 +273,7 @@ def _reduce_mean(values: dict, world: int) -> dict:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    from cst_ray.runtime import apply_worker_env
+    from cst_ray.core.ray_env import apply_worker_env
 
     apply_worker_env()
     import deepspeed

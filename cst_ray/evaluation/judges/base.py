@@ -164,7 +164,7 @@ class LLMJudge(Judge):
     def __init__(self, model_path: str, engine, *, trust_remote_code: bool = False):
         import dataclasses
 
-        from cst_ray.generation.engines import build_engine
+        from cst_ray.engines.engines import build_engine
 
         cfg = dataclasses.replace(engine, temperature=0.0, max_new_tokens=8)
         self.engine = build_engine(model_path, cfg, trust_remote_code=trust_remote_code)
@@ -199,11 +199,11 @@ def build_judge(name: str, *, path: str = "", train_pairs: list[str] = (), s1: s
     if name == "refusal":
         return RefusalJudge()
     if name == "classifier":
-        from cst_ray.evaluation.classifier import ClassifierJudge
+        from cst_ray.evaluation.judges.classifier import ClassifierJudge
 
         return ClassifierJudge(path, train_pairs=list(train_pairs), s1=s1)
     if name == "finetuned":
-        from cst_ray.evaluation.finetuned import FinetunedJudge
+        from cst_ray.evaluation.judges.finetuned import FinetunedJudge
 
         return FinetunedJudge(path, train_pairs=list(train_pairs), s1=s1, s0=s0)
     if name == "llm":
