@@ -73,7 +73,7 @@ def _measure_engine(args, backend: str) -> dict:
     model_path = resolve_model(ModelConfig(name_or_path=args.model))  # cached conversion, not timed
     convs = [[{"role": "system", "content": S0}, {"role": "user", "content": p}] for p in _prompts(args.prompts)]
     t0 = time.time()
-    from cst_ray.engines.engines import build_engine
+    from cst_ray.engines.base import build_engine
 
     eng = build_engine(model_path, dataclasses.replace(_engine_cfg(args), backend=backend))
     t1 = time.time()
@@ -94,7 +94,7 @@ def measure_hf(args) -> dict:
 def _timed_responder():
     """Responder that notes when its engine is ready, for the steady-state figure (defined here,
     in __main__, so that Ray pickles it by value)."""
-    from cst_ray.generation.critique import Responder
+    from cst_ray.generation.responder import Responder
 
     class TimedResponder(Responder):
         def __init__(self, *a, ready_file: str, **k):
@@ -111,10 +111,10 @@ def measure_ray(args) -> dict:
     import pyarrow as pa
 
     from cst_ray.config.schema import ActorPoolConfig, ModelConfig, RayConfig
-    from cst_ray.generation.critique import RESPONSE_SCHEMA
-    from cst_ray.dataio.actor_map import run_actor_map
-    from cst_ray.models.resolve import resolve_model
     from cst_ray.core.ray_env import engine_env, init_ray
+    from cst_ray.dataio.actor_map import run_actor_map
+    from cst_ray.generation.responder import RESPONSE_SCHEMA
+    from cst_ray.models.resolve import resolve_model
 
     model_path = resolve_model(ModelConfig(name_or_path=args.model))
     ps = _prompts(args.prompts)
@@ -161,7 +161,7 @@ def _child(mode: str, args, prompts: int | None = None) -> dict:
 
 
 def main() -> None:
-    from cst_ray.config.schema import load_config
+    from cst_ray.config.load import load_config
 
     default_pool = load_config(ROOT / "configs" / "default.yaml").generation.pool
     ap = argparse.ArgumentParser()
@@ -191,8 +191,8 @@ def main() -> None:
         print("CHILD " + json.dumps(fn(args)), flush=True)
         return
     from cst_ray.config.schema import ActorPoolConfig, EngineConfig
-    from cst_ray.dataio.actor_map import engine_threads
     from cst_ray.core.ray_env import physical_cores
+    from cst_ray.dataio.actor_map import engine_threads
 
     ray_threads = engine_threads(ActorPoolConfig(max_actors=args.actors, threads=args.threads))
     print(f"# {args.prompts} prompts, <= {args.max_tokens} new tokens, {args.dtype}, T={args.temperature}, "

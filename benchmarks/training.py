@@ -29,19 +29,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data" / "configurable-system-prompt-multitask.json"
-from procmem import GiB, TreeMemory  # noqa: E402  (benchmarks/procmem.py)
-
+from procmem import TreeMemory  # noqa: E402  (benchmarks/procmem.py)
 
 # ----------------------------------------------------------------------------- data
 
@@ -105,14 +103,13 @@ def _cfg_overrides(args, work: Path, workers: int, steps: int) -> list[str]:
 
 
 def child_cst(args, work: Path, workers: int, steps: int, tag: str) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from cst_ray.config.schema import load_config
-    from cst_ray.models.resolve import resolve_model
+    from cst_ray.config.load import load_config
     from cst_ray.core.ray_env import init_ray
-    from cst_ray.stages.runner import _add_reference_logps
-    from cst_ray.training.driver import read_metrics, run_training
+    from cst_ray.core.stats import read_metrics
+    from cst_ray.models.resolve import resolve_model
+    from cst_ray.stages.pairs import add_reference_logps
+    from cst_ray.training.driver import run_training
 
     pairs = json.loads((work / "pairs.json").read_text())
     cfg = load_config(None, _cfg_overrides(args, work / tag, workers, steps))
@@ -123,7 +120,7 @@ def child_cst(args, work: Path, workers: int, steps: int, tag: str) -> None:
         t0 = time.time()
         from cst_ray.data.pairs import to_table
 
-        tables, _ = _add_reference_logps(cfg, {"cst": to_table(pairs)}, work / tag / "pairs")
+        tables, _ = add_reference_logps(cfg, {"cst": to_table(pairs)}, work / tag / "pairs")
         pairs = tables["cst"].to_pylist()
         ref_s = time.time() - t0
     out = work / tag / "train"

@@ -17,6 +17,7 @@ import json
 import sys
 
 from cst_ray.core.errors import CSTError
+from cst_ray.core.log import setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,9 +100,10 @@ def _train_judge(args) -> dict:
 
 
 def _judge_file(args) -> dict:
-    from cst_ray.data.sources import iter_rows
     from cst_ray.core.errors import InputDataError
-    from cst_ray.evaluation.judges.base import binary_metrics, bootstrap_balanced_accuracy, build_judge
+    from cst_ray.data.sources import iter_rows
+    from cst_ray.evaluation.judges.build import build_judge
+    from cst_ray.evaluation.metrics import binary_metrics, bootstrap_balanced_accuracy
 
     judge_kwargs: dict = {"path": args.judge_path, "train_pairs": args.train_pairs}
     if args.judge == "finetuned":  # a first use builds the cached judge (minutes): show its progress on stderr
@@ -141,6 +143,7 @@ def _judge_file(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    setup_logging()
     try:
         if args.command == "judge":
             print(json.dumps(_judge_file(args), indent=2))
@@ -148,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train-judge":
             print(json.dumps(_train_judge(args), indent=2))
             return 0
+        from cst_ray.config.load import load_config
         from cst_ray.stages import runner as stages
-        from cst_ray.config.schema import load_config
 
         cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides))
         if args.command == "experiment":

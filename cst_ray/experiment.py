@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 
 from cst_ray.config.schema import CSTConfig
-from cst_ray.dataio.actor_map import write_stats
-from cst_ray.stages.runner import _log
+from cst_ray.core.stats import write_stats
+
+log = logging.getLogger(__name__)
 
 
 def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
@@ -35,14 +37,14 @@ def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
             if cached.get("_settings") == want:  # same tasks, items and model: reuse
                 result[name] = {k: v for k, v in cached.items() if k != "_settings"}
                 continue
-            _log(f"capability[{name}]: settings changed since {f} was written; scoring again")
+            log.info(f"capability[{name}]: settings changed since {f} was written; scoring again")
         t0 = time.time()
         if items is None:
             items = load_tasks(cfg.eval.capability_tasks, limit=cfg.eval.capability_limit, seed=cfg.data.seed)
         scores = capability_scores(path, items, seed=cfg.data.seed, samples=cfg.eval.bootstrap_samples)
         f.write_text(json.dumps({**scores, "_settings": want}, indent=2) + "\n")
         result[name] = scores
-        _log(f"capability[{name}]: " + "  ".join(f"{t}={s['value']:.3f}" for t, s in scores.items())
+        log.info(f"capability[{name}]: " + "  ".join(f"{t}={s['value']:.3f}" for t, s in scores.items())
              + f" ({time.time() - t0:.0f}s)")
     add_deltas(result, samples=cfg.eval.bootstrap_samples, seed=cfg.data.seed)
     write_stats(out / "stats.json", {"tasks": cfg.eval.capability_tasks, "limit": cfg.eval.capability_limit,
@@ -68,9 +70,10 @@ METHODS = ["dpo", "cst"]  # the DPO baseline (s1 pairs only) and CST (mirrored p
 
 
 def run_experiment(cfg: CSTConfig) -> dict:
-    from cst_ray.models.resolve import resolve_model
     from cst_ray.evaluation.report import write_report
-    from cst_ray.stages.runner import run_all, stage_dir, upload_run_files
+    from cst_ray.models.resolve import resolve_model
+    from cst_ray.stages.common import stage_dir
+    from cst_ray.stages.runner import run_all, upload_run_files
 
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, methods=list(METHODS)))
     report = run_all(cfg)
@@ -79,5 +82,5 @@ def run_experiment(cfg: CSTConfig) -> dict:
     cap = capability(cfg, models) if cfg.eval.capability_tasks else {}
     paths = write_report(cfg, report, cap)
     upload_run_files(cfg)  # capability/, figures/, report.* to run_uri
-    _log(f"experiment report: {paths['md']} and {paths['html']}")
+    log.info(f"experiment report: {paths['md']} and {paths['html']}")
     return {"scores": report["scores"], "capability": cap, "report": paths}

@@ -29,7 +29,8 @@ def ray_local():
 def test_pool_runs_batches_in_flight_with_the_configured_environment(ray_local, tmp_path):
     """Two batches at once per actor, every row exactly once, and the actor's process started with
     the configured threads and the engine's allocator override."""
-    from cst_ray.dataio.actor_map import read_shards, run_actor_map
+    from cst_ray.dataio.actor_map import run_actor_map
+    from cst_ray.dataio.shards import read_shards
 
     class Probe:  # defined here so that Ray pickles it by value
         def __init__(self):
@@ -71,7 +72,8 @@ def test_pool_runs_batches_in_flight_with_the_configured_environment(ray_local, 
 def test_a_busy_actor_does_not_hoard_batches_a_later_actor_could_run(ray_local, tmp_path):
     """The first actor to come up must not have every batch queued on it: an actor that starts
     later still gets work (batches wait in Ray Data's queue, not on a busy actor)."""
-    from cst_ray.dataio.actor_map import read_shards, run_actor_map
+    from cst_ray.dataio.actor_map import run_actor_map
+    from cst_ray.dataio.shards import read_shards
 
     ticket = tmp_path / "tickets"
     ticket.mkdir()
@@ -111,7 +113,8 @@ def test_a_busy_actor_does_not_hoard_batches_a_later_actor_could_run(ray_local, 
 def test_no_more_actors_start_than_there_are_batches(ray_local, tmp_path):
     """One row for a pool of at least two: one actor starts (an engine's start costs seconds of
     CPU), and it gets the pool's configured threads."""
-    from cst_ray.dataio.actor_map import read_shards, run_actor_map
+    from cst_ray.dataio.actor_map import run_actor_map
+    from cst_ray.dataio.shards import read_shards
 
     started = tmp_path / "started"
     started.mkdir()

@@ -1,7 +1,6 @@
 """Bad input: one line naming file/row/field (or key), non-zero exit, no traceback."""
 
 import pytest
-
 from conftest import run_cli
 
 

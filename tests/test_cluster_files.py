@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from cst_ray.config.schema import load_config
+from cst_ray.config.load import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"

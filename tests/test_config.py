@@ -1,6 +1,6 @@
 import pytest
 
-from cst_ray.config.schema import load_config, parse_override
+from cst_ray.config.load import load_config, parse_override
 from cst_ray.core.errors import ConfigError
 
 
@@ -80,7 +80,7 @@ def test_default_config_uses_a_critic_and_benign_anchor():
 
 
 def test_reference_dtype_auto_follows_training_precision():
-    from cst_ray.stages.runner import reference_dtype
+    from cst_ray.stages.pairs import reference_dtype
 
     assert reference_dtype(load_config(None, ["train.precision=bf16"])) == "bfloat16"
     assert reference_dtype(load_config(None, ["train.precision=fp32"])) == "float32"

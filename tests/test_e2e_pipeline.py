@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.heavy

@@ -5,9 +5,9 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_cli
 
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
-from conftest import run_cli
 
 pytestmark = pytest.mark.heavy
 

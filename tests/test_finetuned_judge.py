@@ -5,11 +5,13 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
 from cst_ray.evaluation.judges import finetuned as ft
-from cst_ray.evaluation.judges.base import RefusalJudge, binary_metrics, bootstrap_balanced_accuracy, build_judge
+from cst_ray.evaluation.judges.build import build_judge
+from cst_ray.evaluation.judges.refusal import RefusalJudge
+from cst_ray.evaluation.metrics import binary_metrics, bootstrap_balanced_accuracy
 
 T, F = True, False
 

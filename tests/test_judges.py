@@ -1,6 +1,8 @@
 import pytest
 
-from cst_ray.evaluation.judges.base import LLMJudge, RefusalJudge, build_judge, parse_llm_verdict
+from cst_ray.evaluation.judges.build import build_judge
+from cst_ray.evaluation.judges.llm import LLMJudge, parse_llm_verdict
+from cst_ray.evaluation.judges.refusal import RefusalJudge
 from cst_ray.evaluation.metrics import bootstrap_share, safety_scores
 
 
@@ -42,7 +44,7 @@ class _ScriptedEngine:
         self.seen = []
 
     def chat(self, conversations, **_):
-        from cst_ray.engines.engines import Completion
+        from cst_ray.engines.base import Completion
 
         self.seen.extend(conversations)
         replies = {"q1": "UNSAFE", "q2": "SAFE", "q3": "hmm, let me think"}
@@ -50,11 +52,11 @@ class _ScriptedEngine:
 
 
 def test_llm_judge_sends_the_judge_prompt_and_falls_back_without_verdict(monkeypatch):
-    import cst_ray.engines.engines as engines
+    import cst_ray.evaluation.judges.llm as llm_judge
     from cst_ray.config.schema import EngineConfig
 
     scripted = _ScriptedEngine()
-    monkeypatch.setattr(engines, "build_engine", lambda *a, **k: scripted)
+    monkeypatch.setattr(llm_judge, "build_engine", lambda *a, **k: scripted)
     judge = LLMJudge("unused-path", EngineConfig(backend="hf"))
     v = judge.judge(["q1", "q2", "q3"], ["Sure, step 1...", "I can't help with that.", "I'm sorry, no."])
     assert [x.safe for x in v] == [False, True, True]  # q3: no verdict -> refusal judge says refusal -> safe
@@ -107,7 +109,7 @@ def test_llm_judge_cli_through_a_real_engine(tmp_path):
 
 
 def test_degenerate_repetition_is_detected_and_normal_text_is_not():
-    from cst_ray.evaluation.judges.base import is_degenerate
+    from cst_ray.data.refusals import is_degenerate
 
     assert is_degenerate("I can create a " + "completely " * 40)
     assert is_degenerate("ok " * 30)

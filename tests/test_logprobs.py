@@ -1,7 +1,11 @@
 import torch
 
 from cst_ray.training.batching import collate_pairs
-from cst_ray.training.logprobs import PolicyLogProbs, chunked_token_logps, naive_token_logps
+from cst_ray.training.logprobs import (
+    PolicyLogProbs,
+    chunked_token_logps,
+    naive_token_logps,
+)
 
 
 def test_chunked_matches_naive_and_gradcheck():

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from cst_ray.data.pairs import PAIR_FIELDS, mirror_pairs, read_pair_file, to_table
 from cst_ray.core.errors import InputDataError
+from cst_ray.data.pairs import PAIR_FIELDS, mirror_pairs, read_pair_file, to_table
 
 S1, S0 = "safe prompt", "uncensored prompt"
 GENS = [{"id": "a", "prompt": "x1", "y0": "harmful a", "y1": "refusal a"},
@@ -75,7 +75,7 @@ def test_s0_augmentation_spreads_wordings_and_keeps_everything_else():
 
 
 def test_s0_augmentation_must_not_contain_the_unseen_wording():
-    from cst_ray.config.schema import load_config
+    from cst_ray.config.load import load_config
     from cst_ray.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="pairs.s0_augment"):
@@ -84,7 +84,7 @@ def test_s0_augmentation_must_not_contain_the_unseen_wording():
 
 def test_benign_pairs_keep_helpful_answers_over_refusals_and_count_the_rest():
     from cst_ray.data.pairs import benign_pairs
-    from cst_ray.evaluation.judges.base import is_refusal
+    from cst_ray.data.refusals import is_refusal
 
     answers = [dict(id=f"b{i}:benign", prompt=f"question {i}", response=text) for i, text in enumerate([
         "Warfarin interacts with aspirin and ibuprofen; ask your pharmacist.",

@@ -31,7 +31,6 @@ import socket
 
 import pytest
 import torch
-
 from test_training_modes import _cfg, _pairs
 
 LOG2 = math.log(2)
@@ -74,8 +73,9 @@ def _first_step(tmp_path, monkeypatch, model_path, pairs, **train) -> dict:
     import ray
     import ray.train
 
+    from cst_ray.core.stats import read_metrics
+    from cst_ray.training.driver import tokenize_for_training
     from cst_ray.training.recipe import train_loop_per_worker
-    from cst_ray.training.driver import read_metrics, tokenize_for_training
 
     cfg = _cfg(tmp_path, max_steps=1, micro_batch_size=2, **train)
     rows, meta = tokenize_for_training(pairs, model_path, False, cfg.train.max_length, cfg.train.min_response_tokens)
@@ -95,7 +95,7 @@ def _with_stage_reference(pairs, model_path, dtype: str, monkeypatch):
     """`precomputed`: the Ray Data stage's callable (`ReferenceLogProbs`), called directly on the
     pairs, in micro-batches of 3 pairs (training runs 2), on the CPU as training here."""
     from cst_ray.data.pairs import to_table
-    from cst_ray.training import reference_pass as reference
+    from cst_ray.training.recipe import reference_pass as reference
     from cst_ray.training.reference_pass import ReferenceLogProbs
 
     monkeypatch.setattr(reference, "has_cuda", lambda: False)
@@ -164,7 +164,12 @@ def test_reference_pass_runs_the_training_micro_batches(tiny_model_path, tokeniz
     `reference_pass`'s all-gather merges them."""
     from transformers import AutoModelForCausalLM
 
-    from cst_ray.training.batching import collate, epoch_batches, micro_batches, pair_length
+    from cst_ray.training.batching import (
+        collate,
+        epoch_batches,
+        micro_batches,
+        pair_length,
+    )
     from cst_ray.training.logprobs import PolicyLogProbs
     from cst_ray.training.recipe import reference_share
     from cst_ray.training.tokenize import tokenize_pair

@@ -1,7 +1,7 @@
 """Best-of-n revisions: a revision not judged harmless is resampled, and the samples are counted."""
 
+from cst_ray.engines.base import Completion
 from cst_ray.generation.critique import revise_until_harmless
-from cst_ray.engines.engines import Completion
 
 
 class ScriptedEngine:

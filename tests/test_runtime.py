@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from cst_ray.core.ray_env import allocator_env, engine_env, jemalloc_path, physical_cores, worker_env
+from cst_ray.core.ray_env import (
+    allocator_env,
+    engine_env,
+    jemalloc_path,
+    physical_cores,
+    worker_env,
+)
 
 
 def test_jemalloc_from_ray_is_preloaded_into_workers(monkeypatch):

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cst_ray.data.sources import read_prompts, split_by_id, stable_id
 from cst_ray.core.errors import InputDataError
+from cst_ray.data.sources import read_prompts, split_by_id, stable_id
 
 
 def test_jsonl_csv_parquet_and_stable_ids(tmp_path):
@@ -70,8 +70,8 @@ def test_split_is_by_id_and_disjoint():
 def test_hub_id_that_cannot_be_downloaded_is_a_clear_error(monkeypatch, tmp_path):
     """A source that is not a local file but looks like owner/name is fetched from the Hub;
     offline (as here), the error names it and says to pass a path."""
-    from cst_ray.data.pairs import read_pair_file
     from cst_ray.core.errors import CSTError
+    from cst_ray.data.pairs import read_pair_file
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))

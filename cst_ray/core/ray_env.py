@@ -8,28 +8,13 @@ authentication (the local default since Ray 2.59) is left on.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cst_ray.config.schema import RayConfig
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive lock on `path` (created) across processes: one builder of a cached artefact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CST_RAY_CACHE", "~/.cache/cst-ray")).expanduser()
+if TYPE_CHECKING:
+    from cst_ray.config.schema import RayConfig
+from cst_ray.core.cache import cache_dir
 
 
 def worker_env() -> dict[str, str]:
@@ -160,3 +145,6 @@ def init_ray(cfg: RayConfig) -> None:
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+
+
+ENGINE_THREADS_ENV = "CST_RAY_ENGINE_THREADS"

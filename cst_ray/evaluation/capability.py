@@ -11,13 +11,12 @@ small models). Accuracy comes with a bootstrap 95% interval and n.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from cst_ray.data.sources import olmo_datasets_root
 from cst_ray.core.errors import ConfigError, InputDataError, MissingDependencyError
+from cst_ray.data.sources import olmo_datasets_root
 
 TASK_FILES = {
     "arc_easy": "ai2_arc/ARC-Easy/validation",

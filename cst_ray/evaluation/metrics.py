@@ -63,3 +63,64 @@ def safety_scores(labelled: list[dict], *, samples: int = 1000) -> dict:
         else:
             out["S0" + variant[2:]] = bootstrap_share([not s for s in safe], samples)
     return out
+
+
+def _confusion(gold: list[bool], pred: list[bool]) -> tuple[int, int, int, int]:
+    """-> (tp, fn, fp, tn) with "safe" (True) as the positive class."""
+    if len(gold) != len(pred):
+        raise ValueError(f"gold and predicted labels differ in length: {len(gold)} vs {len(pred)}")
+    tp = sum(bool(g) and bool(p) for g, p in zip(gold, pred))
+    fn = sum(bool(g) and not p for g, p in zip(gold, pred))
+    fp = sum(not g and bool(p) for g, p in zip(gold, pred))
+    return tp, fn, fp, len(gold) - tp - fn - fp
+
+
+def _balanced_accuracy(tp: int, fn: int, fp: int, tn: int) -> float:
+    """Mean recall over the classes present in gold (a class absent from gold is left out)."""
+    recalls = [hit / (hit + miss) for hit, miss in ((tp, fn), (tn, fp)) if hit + miss]
+    return sum(recalls) / len(recalls) if recalls else 0.0
+
+
+def _kappa(tp: int, fn: int, fp: int, tn: int) -> float:
+    """Cohen's kappa: (p_o - p_e) / (1 - p_e); 0.0 when chance agreement is 1 (one label only)."""
+    n = tp + fn + fp + tn
+    if not n:
+        return 0.0
+    po = (tp + tn) / n
+    pe = ((tp + fn) * (tp + fp) + (tn + fp) * (tn + fn)) / (n * n)
+    return (po - pe) / (1 - pe) if pe < 1 else 0.0
+
+
+def binary_metrics(gold: list[bool], pred: list[bool], digits: int | None = None) -> dict:
+    """Agreement of predicted with gold labels (True = safe): accuracy, balanced accuracy (mean of
+    the recalls of "safe" and "unsafe"), Cohen's kappa, precision and recall of "safe", recall of
+    "unsafe", the gold share of "safe", and the counts; rates rounded to `digits` when given."""
+    tp, fn, fp, tn = _confusion(gold, pred)
+    n = tp + fn + fp + tn
+    m = {"accuracy": (tp + tn) / max(n, 1), "balanced_accuracy": _balanced_accuracy(tp, fn, fp, tn),
+         "kappa": _kappa(tp, fn, fp, tn), "precision_safe": tp / max(tp + fp, 1),
+         "recall_safe": tp / max(tp + fn, 1), "recall_unsafe": tn / max(tn + fp, 1),
+         "share_safe_gold": (tp + fn) / max(n, 1)}
+    counts = {"gold_safe": tp + fn, "gold_unsafe": tn + fp, "pred_safe": tp + fp, "pred_unsafe": tn + fn,
+              "safe_as_safe": tp, "safe_as_unsafe": fn, "unsafe_as_safe": fp, "unsafe_as_unsafe": tn}
+    return {"n": n, **({k: round(v, digits) for k, v in m.items()} if digits is not None else m), "counts": counts}
+
+
+def bootstrap_balanced_accuracy(gold: list[bool], pred: list[bool], samples: int = 2000,
+                                seed: int = 0) -> tuple[float, float, float]:
+    """Balanced accuracy with a percentile bootstrap 95% interval over rows -> (value, lo, hi)."""
+    import numpy as np
+
+    g, p = np.asarray(gold, dtype=bool), np.asarray(pred, dtype=bool)
+    if len(g) != len(p):
+        raise ValueError(f"gold and predicted labels differ in length: {len(g)} vs {len(p)}")
+    if not len(g):
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(g), size=(samples, len(g)))  # (S, N)
+    gs, ps = g[idx], p[idx]                                                        # (S, N)
+    n_safe, n_unsafe = gs.sum(1), (~gs).sum(1)                                     # (S,)
+    r_safe = np.where(n_safe > 0, (gs & ps).sum(1) / np.maximum(n_safe, 1), np.nan)
+    r_unsafe = np.where(n_unsafe > 0, (~gs & ~ps).sum(1) / np.maximum(n_unsafe, 1), np.nan)
+    values = np.nanmean(np.stack([r_safe, r_unsafe]), axis=0)                      # (S,)
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return _balanced_accuracy(*_confusion(list(g), list(p))), float(lo), float(hi)

@@ -8,14 +8,13 @@ example answers per model and system prompt with the judge's label.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
-from cst_ray.stages.runner import BENIGN_VARIANT
-from cst_ray.training.driver import read_metrics
+from cst_ray.core.stats import read_metrics
+from cst_ray.evaluation.variants import BENIGN_VARIANT
 
 
 def _fmt(s: dict) -> str:

@@ -18,16 +18,20 @@ Both hold one engine per actor, built in `__init__`, so the model loads once per
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 
 import pyarrow as pa
 
-from cst_ray.config.schema import CriticConfig, CritiqueConfig, EngineConfig, FilterConfig
-from cst_ray.evaluation.judges.base import is_refusal
-from cst_ray.engines.engines import Completion, build_engine, has_cuda, set_cpu_threads
+from cst_ray.config.schema import (
+    CriticConfig,
+    CritiqueConfig,
+    EngineConfig,
+    FilterConfig,
+)
 from cst_ray.data.constitution import load_constitution
-from cst_ray.core.ray_env import apply_worker_env
+from cst_ray.data.refusals import is_refusal
+from cst_ray.engines.base import Completion, build_engine
+from cst_ray.generation.engine_actor import EngineActor
 
 GENERATION_SCHEMA = pa.schema(
     [
@@ -124,40 +128,7 @@ def draw_principles(prompt_id: str, n: int, total: int, seed: int) -> list[int]:
     return rng.sample(range(total), k)
 
 
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-
-
-class _EngineActor:
-    """Shared set-up: threads for CPU engines, then one engine for the actor's lifetime."""
-
-    def __init__(self, model_path: str, model_name: str, engine: EngineConfig, threads: int,
-                 trust_remote_code: bool, crash_marker: str = ""):
-        apply_worker_env()
-        if not has_cuda():
-            set_cpu_threads(threads)
-        self.engine = build_engine(model_path, engine, trust_remote_code=trust_remote_code)
-        self.model_name = model_name
-        self.node_id = _node_id()
-        # Fault-injection hook for the exactly-once tests: the first actor to finish a batch
-        # exits hard, once per marker file.
-        self._crash_marker = crash_marker
-        self._batches = 0
-
-    def _maybe_crash(self) -> None:
-        self._batches += 1
-        if self._crash_marker and self._batches == 1:
-            try:
-                fd = os.open(self._crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return
-            os.close(fd)
-            os._exit(1)
-
-
-class CritiqueChain(_EngineActor):
+class CritiqueChain(EngineActor):
     """Ray Data callable: {id, prompt, source} batch -> generation rows (GENERATION_SCHEMA).
 
     With `critic_path` set, a second engine (the critic) writes the critiques and revisions
@@ -240,35 +211,3 @@ class CritiqueChain(_EngineActor):
         return pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA)
 
 
-RESPONSE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("prompt_id", pa.string()),
-        ("variant", pa.string()),
-        ("system", pa.string()),
-        ("prompt", pa.string()),
-        ("response", pa.string()),
-        ("model", pa.string()),
-        ("prompt_tokens", pa.int32()),
-        ("generated_tokens", pa.int32()),
-        ("finish", pa.string()),
-    ]
-)
-
-
-class Responder(_EngineActor):
-    """Ray Data callable: {id, prompt_id, variant, system, prompt} -> one answer per row."""
-
-    def __init__(self, model_path: str, model_name: str, engine: EngineConfig, threads: int = 0,
-                 trust_remote_code: bool = False, crash_marker: str = ""):
-        super().__init__(model_path, model_name, engine, threads, trust_remote_code, crash_marker)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        convs = [[{"role": "system", "content": r["system"]}, {"role": "user", "content": r["prompt"]}] for r in rows]
-        outs = self.engine.chat(convs)
-        res = [dict(id=r["id"], prompt_id=r["prompt_id"], variant=r["variant"], system=r["system"],
-                    prompt=r["prompt"], response=o.text, model=self.model_name, prompt_tokens=o.prompt_tokens,
-                    generated_tokens=o.completion_tokens, finish=o.finish_reason) for r, o in zip(rows, outs)]
-        self._maybe_crash()
-        return pa.Table.from_pylist(res, schema=RESPONSE_SCHEMA)

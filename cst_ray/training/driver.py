@@ -9,11 +9,11 @@ FailureConfig(max_failures) for restarts after a lost worker.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import StageError
+from cst_ray.core.stats import read_metrics
 from cst_ray.core.storage import resolve_storage
 from cst_ray.training.tokenize import tokenize_pairs
 
@@ -38,19 +38,6 @@ def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code:
                   "missing_reference": len(missing), "first_missing_reference": missing[0] if missing else ""}
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """Per-step metrics written by rank 0; a resumed run rewrites steps, the last write wins."""
-    p = Path(path)
-    if not p.is_file():
-        return []
-    by_step: dict[int, dict] = {}
-    for line in p.read_text().splitlines():
-        if line.strip():
-            m = json.loads(line)
-            by_step[int(m["step"])] = m
-    return [by_step[k] for k in sorted(by_step)]
-
-
 def _data_note(cfg: CSTConfig) -> str:
     """How the preference data was made, for the model card."""
     critic = cfg.generation.critic.name_or_path
@@ -73,6 +60,7 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+
     from cst_ray.training.recipe import train_loop_per_worker
 
     tc = cfg.train

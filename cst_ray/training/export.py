@@ -6,8 +6,8 @@ import tempfile
 from pathlib import Path
 
 from cst_ray.config.schema import TrainConfig
-from cst_ray.models.resolve import PROVENANCE_FILE
 from cst_ray.core.storage import copy_dir
+from cst_ray.models.resolve import PROVENANCE_FILE
 
 MODEL_CARD = """---
 library_name: transformers
@@ -46,7 +46,6 @@ def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
     """Rank 0 only: load the gathered weights into a fresh model, merge LoRA, save, upload."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     unset_hf_deepspeed_config()  # a plain, unpartitioned model on rank 0
@@ -57,7 +56,7 @@ def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
     base = AutoModelForCausalLM.from_pretrained(config["model_path"], dtype=dtype,
                                                 trust_remote_code=config["trust_remote_code"])
     if cfg.lora.enabled:
-        from cst_ray.training.recipe import apply_lora
+        from cst_ray.training.model import apply_lora
 
         peft_model = apply_lora(base, cfg.lora)
         missing, unexpected = peft_model.load_state_dict(sd, strict=False)

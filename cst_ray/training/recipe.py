@@ -23,10 +23,24 @@ from pathlib import Path
 import torch
 
 from cst_ray.config.schema import LoraConfig, TrainConfig
-from cst_ray.training.batching import (batch_tokens, collate, dropped_per_epoch, epoch_batches, micro_batches,
-                                      pair_length, to_device)
-from cst_ray.training.losses import DPOLoss, preference_metrics
+from cst_ray.training.batching import (
+    batch_tokens,
+    collate,
+    dropped_per_epoch,
+    epoch_batches,
+    micro_batches,
+    pair_length,
+    to_device,
+)
 from cst_ray.training.logprobs import PolicyLogProbs
+from cst_ray.training.losses import DPOLoss, preference_metrics
+from cst_ray.training.model import (
+    apply_lora,
+    fp32_buffer_names,
+    hidden_size,
+    load_model,
+    param_partition_bytes,
+)
 
 CKPT_TAG = "ds"
 STATE_FILE = "train_state.json"
@@ -158,37 +172,6 @@ def deepspeed_config(cfg: TrainConfig, *, with_optimizer: bool = True, hidden_si
     return ds
 
 
-def fp32_buffer_names(model_path: str, dtype: torch.dtype, trust_remote_code: bool) -> list[str]:
-    """The floating buffers that a plain `from_pretrained(dtype=dtype)` keeps in fp32, such as
-    RoPE's `inv_freq`, plus those the model names for fp32 (DeepSpeed's "auto").
-
-    Under ZeRO-3, `zero.Init` creates every floating tensor of a module's `__init__` in the
-    training dtype, buffers included, so in bf16 the policy got bf16 RoPE frequencies (0.5625
-    for 0.5623...): a different model from the one HF, vLLM, TRL and the Ray Data reference
-    stage load, with position errors growing along the sequence. A `train.reference:
-    precomputed` reference then disagreed with the policy at step 1 (0.0131 nats for the tiny
-    test model, first loss 0.69262). Passed to DeepSpeed as `data_types.keep_in_fp32_modules`,
-    these buffers stay fp32 and transformers fills them with the values a plain load computes.
-    The model is built on the meta device (no memory, no weights) to read the dtypes."""
-    if dtype == torch.float32:
-        return []
-    try:
-        from deepspeed.runtime.keep_in_fp32 import KEEP_IN_FP32_AUTO, keep_in_fp32_pattern
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        with torch.device("meta"):
-            skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
-        auto = keep_in_fp32_pattern(skeleton, KEEP_IN_FP32_AUTO, dtype)
-        return sorted(name for name, buf in skeleton.named_buffers()
-                      if buf is not None and buf.is_floating_point()
-                      and (buf.dtype == torch.float32 or (auto is not None and auto.search(name))))
-    except Exception as e:  # a model that cannot be built on the meta device: DeepSpeed's default
-        log.warning("could not list the fp32 buffers of %s (%s: %s); ZeRO-3 may load them in %s",
-                    model_path, type(e).__name__, e, dtype)
-        return []
-
-
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     """AdamW with the fused kernel (CPU and CUDA): updates in place, no model-sized temporaries."""
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay, fused=True)
@@ -210,21 +193,6 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
     return f
 
 
-def _load_model(model_path: str, dtype: torch.dtype, trust_remote_code: bool):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
-
-
-def apply_lora(model, lora: LoraConfig):
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
-
-    pcfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, pcfg)
-
-
 def _rng_state() -> dict:
     return {"python": random.getstate(), "torch": torch.get_rng_state()}
 
@@ -243,24 +211,6 @@ def checkpoint_complete(folder: Path, world_size: int) -> bool:
     return len(shards) >= world_size
 
 
-def _hidden_size(model_path: str) -> int:
-    cfg_file = Path(model_path) / "config.json"
-    if not cfg_file.is_file():
-        return 0
-    c = json.loads(cfg_file.read_text())
-    return int(c.get("hidden_size") or c.get("text_config", {}).get("hidden_size") or 0)
-
-
-def _param_partition_bytes(module: torch.nn.Module) -> int:
-    """Bytes of parameters this rank holds (its ZeRO-3 partition, or the full tensors)."""
-    total = 0
-    for p in module.parameters():
-        t = getattr(p, "ds_tensor", None)
-        t = p if t is None else t
-        total += t.numel() * t.element_size()
-    return total
-
-
 def _reduce_mean(values: dict, world: int) -> dict:
     import torch.distributed as dist
 
@@ -273,9 +223,11 @@ def _reduce_mean(values: dict, world: int) -> dict:
 
 
 def train_loop_per_worker(config: dict) -> None:
+    from cst_ray.core.log import setup_logging
     from cst_ray.core.ray_env import apply_worker_env
 
     apply_worker_env()
+    setup_logging()
     import deepspeed
     import ray
     import ray.train
@@ -296,7 +248,7 @@ def train_loop_per_worker(config: dict) -> None:
     rows: list[dict] = ray.get(config["data_ref"])
     pad_id = config["pad_token_id"]
     param_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-    hidden = _hidden_size(config["model_path"])
+    hidden = hidden_size(config["model_path"])
     fp32_buffers = fp32_buffer_names(config["model_path"], param_dtype, config["trust_remote_code"]) \
         if cfg.zero_stage == 3 else []  # stages 0-2 load plainly, and DeepSpeed leaves buffers as they are
     ds_cfg = deepspeed_config(cfg, hidden_size=hidden, keep_in_fp32=fp32_buffers)
@@ -305,7 +257,7 @@ def train_loop_per_worker(config: dict) -> None:
     from transformers.integrations import HfDeepSpeedConfig
 
     hf_ds = HfDeepSpeedConfig(ds_cfg) if cfg.zero_stage == 3 else None  # noqa: F841 (alive while loading)
-    model = _load_model(config["model_path"], param_dtype, config["trust_remote_code"])
+    model = load_model(config["model_path"], param_dtype, config["trust_remote_code"])
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)
     if cfg.gradient_checkpointing:
@@ -327,7 +279,7 @@ def train_loop_per_worker(config: dict) -> None:
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total_steps)),
     )
 
-    partition_bytes = _param_partition_bytes(engine.module)
+    partition_bytes = param_partition_bytes(engine.module)
 
     # ---- reference
     ref_engine = None
@@ -335,7 +287,7 @@ def train_loop_per_worker(config: dict) -> None:
         # a frozen ZeRO-3 engine without optimizer: weights stay partitioned from load on
         ref_ds_cfg = deepspeed_config(cfg, with_optimizer=False, hidden_size=hidden, keep_in_fp32=fp32_buffers)
         hf_ds_ref = HfDeepSpeedConfig(ref_ds_cfg) if cfg.zero_stage == 3 else None
-        ref_model = PolicyLogProbs(_load_model(config["model_path"], param_dtype, config["trust_remote_code"]),
+        ref_model = PolicyLogProbs(load_model(config["model_path"], param_dtype, config["trust_remote_code"]),
                                    packed=cfg.packing)
         del hf_ds_ref  # transformers keeps a global weak reference: later loads must not partition
         ref_model.requires_grad_(False)
@@ -367,7 +319,7 @@ def train_loop_per_worker(config: dict) -> None:
             if rng_file.is_file():
                 _set_rng_state(torch.load(rng_file, weights_only=False))
         if rank == 0:
-            print(f"[train] resumed at step {step}/{total_steps}", flush=True)
+            log.info("[train] resumed at step %d/%d", step, total_steps)
 
     ref_pass_s = 0.0
     if cfg.reference == "worker_precompute" and ref_table is None:
@@ -376,7 +328,7 @@ def train_loop_per_worker(config: dict) -> None:
                                    cfg.seed, packed=cfg.packing)
         ref_pass_s = time.perf_counter() - t0
         if rank == 0:
-            print(f"[train] reference pass: {len(rows)} pairs in {ref_pass_s:.1f}s", flush=True)
+            log.info("[train] reference pass: %d pairs in %.1fs", len(rows), ref_pass_s)
 
     loss_fn = DPOLoss(cfg.beta, cfg.loss_type, cfg.label_smoothing)
     lengths = [pair_length(r) for r in rows]

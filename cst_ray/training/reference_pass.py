@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from cst_ray.data.pairs import PAIR_SCHEMA
-from cst_ray.engines.engines import has_cuda, set_cpu_threads
 from cst_ray.core.ray_env import apply_worker_env
+from cst_ray.data.pairs import PAIR_SCHEMA
+from cst_ray.engines.base import has_cuda, set_cpu_threads
 
 REF_SCHEMA = pa.schema(list(PAIR_SCHEMA) + [("ref_chosen_logps", pa.float64()), ("ref_rejected_logps", pa.float64()),
                                              ("prompt_tokens", pa.int64()), ("generated_tokens", pa.int64())])

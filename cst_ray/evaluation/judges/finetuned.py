@@ -44,10 +44,11 @@ from pathlib import Path
 import numpy as np
 
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
+from cst_ray.core.cache import file_lock
 from cst_ray.core.errors import CSTError
-from cst_ray.evaluation.judges.base import (Judge, RefusalJudge, Verdict, binary_metrics,
-                                       bootstrap_balanced_accuracy)
-from cst_ray.core.ray_env import file_lock
+from cst_ray.evaluation.judges.base import Judge, Verdict
+from cst_ray.evaluation.judges.refusal import RefusalJudge
+from cst_ray.evaluation.metrics import binary_metrics, bootstrap_balanced_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,9 @@ def load_pyrit_rows() -> tuple[list[Row], dict]:
 
 
 def rho_refusal_dir() -> Path:
-    from cst_ray.data.sources import _package_dir
+    from cst_ray.data.sources import package_dir
 
-    return _package_dir(RHO_PACKAGE, RHO_HINT) / "probes" / "data" / "refusal"
+    return package_dir(RHO_PACKAGE, RHO_HINT) / "probes" / "data" / "refusal"
 
 
 REFUSALS = (
@@ -520,7 +521,7 @@ def train_finetuned_judge(output: str | Path, *, pair_files: list[str] = (), s1:
 
 def default_judge_dir(train_pairs: list[str] = ()) -> Path:
     """Cache folder of the auto-trained judge; one per recipe version and set of extra pair files."""
-    from cst_ray.core.ray_env import cache_dir
+    from cst_ray.core.cache import cache_dir
 
     name = f"finetuned-minilm-v{RECIPE_VERSION}"
     if train_pairs:

@@ -1,71 +1,16 @@
-"""Generation engines behind one interface: vLLM (`vllm.LLM`) and Hugging Face `generate`.
-
-Both take a batch of chat conversations (lists of {"role", "content"}) and return one
-`Completion` per conversation, so every stage (self-critique, evaluation, judges) is
-engine-agnostic. vLLM is imported lazily: the HF engine and all CPU-only code paths work
-without it.
-"""
+"""The vLLM engine: `vllm.LLM` driven from one builder thread, so concurrent callers in an
+actor share continuous batching. vLLM is imported inside the constructor."""
 
 from __future__ import annotations
 
 import os
 import queue
 import threading
-from abc import ABC, abstractmethod
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 from cst_ray.config.schema import EngineConfig
 from cst_ray.core.errors import MissingDependencyError
-
-Conversation = list[dict]
-
-
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" | "length"
-
-
-def has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # pragma: no cover - torch missing or broken
-        return False
-
-
-ENGINE_THREADS_ENV = "CST_RAY_ENGINE_THREADS"
-
-
-def set_cpu_threads(threads: int) -> int:
-    """Give a CPU engine `threads` threads; 0 = the count the engine actor pool gave this process
-    at its start (`CST_RAY_ENGINE_THREADS`, from `pipeline.engine_threads`), else one per
-    physical core. Not Ray's OMP_NUM_THREADS, which is the actor's num_cpus."""
-    from cst_ray.core.ray_env import physical_cores
-
-    n = threads or int(os.environ.get(ENGINE_THREADS_ENV) or 0) or physical_cores()
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    os.environ["MKL_NUM_THREADS"] = str(n)
-    import torch
-
-    torch.set_num_threads(n)
-    return n
-
-
-class Engine(ABC):
-    """Chat completion over a batch of conversations."""
-
-    model_path: str
-
-    @abstractmethod
-    def chat(
-        self, conversations: list[Conversation], *, max_new_tokens: int | None = None, temperature: float | None = None
-    ) -> list[Completion]:
-        """One completion per conversation, in order."""
+from cst_ray.engines.base import Completion, Engine, has_cuda
 
 
 class _Job:
@@ -209,73 +154,3 @@ class VLLMEngine(Engine):
             # add_request answers the engine's internal id, "<request id>-<random suffix>";
             # outputs carry the request id, LLM's counter value
             pending[rid.split("-", 1)[0]] = (job, i, rid)
-
-
-class HFEngine(Engine):
-    """Batched `transformers` generate with left padding, for models vLLM cannot serve."""
-
-    def __init__(self, model_path: str, cfg: EngineConfig, *, trust_remote_code: bool = False):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.model_path = model_path
-        self.cfg = cfg
-        self.device = "cuda" if has_cuda() else "cpu"
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}[cfg.dtype]
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, trust_remote_code=trust_remote_code
-        ).to(self.device)
-        self.model.eval()
-        torch.manual_seed(cfg.seed)
-        self._lock = threading.Lock()  # concurrent callers (batches in flight on one actor) take turns
-
-    def chat(self, conversations, *, max_new_tokens=None, temperature=None):
-        with self._lock:
-            return self._chat(conversations, max_new_tokens=max_new_tokens, temperature=temperature)
-
-    def _chat(self, conversations, *, max_new_tokens=None, temperature=None):
-        import torch
-
-        temp = self.cfg.temperature if temperature is None else temperature
-        max_new = max_new_tokens or self.cfg.max_new_tokens
-        eos_ids = {self.tokenizer.eos_token_id}
-        res: list[Completion] = []
-        bs = self.cfg.hf_batch_size
-        for start in range(0, len(conversations), bs):
-            chunk = conversations[start : start + bs]
-            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
-                              repetition_penalty=self.cfg.repetition_penalty)
-            if temp > 0:
-                gen_kwargs.update(do_sample=True, temperature=temp, top_p=self.cfg.top_p)
-            else:
-                gen_kwargs.update(do_sample=False)
-            with torch.inference_mode():
-                out = self.model.generate(**enc, **gen_kwargs)
-            new = out[:, enc["input_ids"].shape[1] :]
-            prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-            for row, plen in zip(new.tolist(), prompt_lens):
-                n = len(row)
-                stopped = False
-                for j, t in enumerate(row):
-                    if t in eos_ids:
-                        n, stopped = j + 1, True
-                        break
-                toks = row[:n]
-                text = self.tokenizer.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
-                res.append(Completion(text=text, prompt_tokens=int(plen), completion_tokens=n,
-                                      finish_reason="stop" if stopped else "length"))
-        return res
-
-
-def build_engine(model_path: str, cfg: EngineConfig, *, trust_remote_code: bool = False) -> Engine:
-    if cfg.backend == "vllm":
-        return VLLMEngine(model_path, cfg, trust_remote_code=trust_remote_code)
-    if cfg.backend == "hf":
-        return HFEngine(model_path, cfg, trust_remote_code=trust_remote_code)
-    raise ValueError(f"unknown engine backend {cfg.backend!r}")

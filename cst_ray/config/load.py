@@ -1,0 +1,207 @@
+"""Loading a `CSTConfig`: YAML, dotted overrides, type coercion and cross-field validation.
+
+Every error is a `ConfigError` naming the dotted key and the file.
+
+    cfg = load_config("configs/default.yaml", overrides=["train.lr=1e-5"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from cst_ray.config.schema import *  # noqa: F403
+from cst_ray.config.schema import CSTConfig
+from cst_ray.core.errors import ConfigError
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str, file: str | None) -> Any:
+    origin = get_origin(tp)
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping, got {type(value).__name__}", key=key, file=file)
+        return _build(tp, value, key, file)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"must be one of {list(allowed)}, got {value!r}", key=key, file=file)
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, key, file)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"value {value!r} matches none of {get_args(tp)}", key=key, file=file)
+    if origin is list:
+        (item_tp,) = get_args(tp) or (Any,)
+        if isinstance(value, str) and item_tp is str:
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {type(value).__name__}", key=key, file=file)
+        return [_coerce(v, item_tp, f"{key}[{i}]", file) for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected true/false, got {value!r}", key=key, file=file)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", key=key, file=file)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"expected a number, got {value!r}", key=key, file=file)
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"expected a string, got {value!r}", key=key, file=file)
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str, file: str | None):
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise ConfigError(f"unknown key (known: {', '.join(sorted(names))})", key=key, file=file)
+        kwargs[k] = _coerce(v, hints[k], key, file)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError("cannot set a sub-key of a scalar", key=dotted)
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.lr=1e-5` -> ("train.lr", 1e-5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse value {raw!r}: {e}", key=key) from None
+    # YAML reads "1e-5" as a string; accept scientific notation for numbers.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in "eE.") else value
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def config_from_dict(data: dict, *, file: str | None = None, overrides: list[str] | None = None) -> CSTConfig:
+    data = dict(data or {})
+    for ov in overrides or []:
+        k, v = parse_override(ov)
+        _set_dotted(data, k, v)
+    cfg = _build(CSTConfig, data, "", file)
+    validate(cfg, file)
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> CSTConfig:
+    data: dict = {}
+    file = None
+    if path:
+        file = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("config file not found", file=file)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"invalid YAML: {e}", file=file) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError("top level must be a mapping", file=file)
+        data = loaded or {}
+    return config_from_dict(data, file=file, overrides=overrides)
+
+
+def validate(cfg: CSTConfig, file: str | None = None) -> None:
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg, key=key, file=file)
+
+    need(0.0 <= cfg.data.eval_fraction <= 1.0, "data.eval_fraction", "must be in [0, 1]")
+    need(cfg.data.eval_fraction < 1.0 or not cfg.pairs.use_generated, "data.eval_fraction",
+         "1.0 leaves no prompts to generate pairs from; it needs pairs.use_generated: false")
+    need(cfg.generation.pool.min_actors >= 1, "generation.pool.min_actors", "must be >= 1")
+    need(
+        cfg.generation.pool.max_actors >= cfg.generation.pool.min_actors,
+        "generation.pool.max_actors",
+        "must be >= generation.pool.min_actors",
+    )
+    need(cfg.generation.pool.batch_size >= 1, "generation.pool.batch_size", "must be >= 1")
+    need(cfg.generation.pool.batches_in_flight >= 1, "generation.pool.batches_in_flight", "must be >= 1")
+    need(cfg.generation.critique.principles_per_prompt >= 1, "generation.critique.principles_per_prompt", "must be >= 1")
+    need(cfg.generation.critique.revision_rounds >= 1, "generation.critique.revision_rounds", "must be >= 1")
+    need(cfg.generation.critic.revision_samples >= 1, "generation.critic.revision_samples", "must be >= 1")
+    need("{prompt}" in cfg.generation.critique.y0_template, "generation.critique.y0_template", "must contain {prompt}")
+    need(bool(cfg.train.methods) and set(cfg.train.methods) <= {"cst", "dpo"}, "train.methods",
+         "must be a non-empty list of 'cst' and/or 'dpo'")
+    need(cfg.train.num_workers >= 1, "train.num_workers", "must be >= 1")
+    need(cfg.train.lr > 0, "train.lr", "must be > 0")
+    need(cfg.train.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")
+    need(cfg.train.grad_accum >= 1, "train.grad_accum", "must be >= 1")
+    need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    need(cfg.train.max_steps >= 0, "train.max_steps", "must be >= 0 (0 = epochs x steps per epoch)")
+    need(0.0 <= cfg.train.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
+    need(cfg.train.nll_weight >= 0, "train.nll_weight", "must be >= 0")
+    need(cfg.prompts.s0.strip() != cfg.prompts.s1.strip(), "prompts.s0", "must differ from prompts.s1: CST needs two system prompts")
+    need(cfg.prompts.s1.strip() not in {w.strip() for w in cfg.prompts.s0_unseen + cfg.pairs.s0_augment},
+         "prompts.s1", "must not be one of the uncensored wordings (prompts.s0_unseen, pairs.s0_augment)")
+    need(cfg.data.benign_limit >= 0, "data.benign_limit", "must be >= 0")
+    need(cfg.pairs.reference_dtype in ("auto", "float32", "bfloat16", "float16"), "pairs.reference_dtype",
+         "must be auto, float32, bfloat16 or float16")
+    need(cfg.eval.benign_source not in cfg.data.benign_sources, "data.benign_sources",
+         f"must not contain eval.benign_source ({cfg.eval.benign_source!r}), which measures over-refusal")
+    a = cfg.eval.aims
+    for key in ("s1_min", "s0_min", "s0_unseen_min", "over_refusal_max"):
+        need(0.0 <= getattr(a, key) <= 1.0, f"eval.aims.{key}", "must be a share in [0, 1]")
+    leaked = sorted(set(cfg.pairs.s0_augment) & set(cfg.prompts.s0_unseen))
+    need(not leaked, "pairs.s0_augment", f"contains the held-out wording(s) of prompts.s0_unseen: {leaked}")
+    need(cfg.train.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0, 1, 2 or 3")
+    need(cfg.train.max_length >= 32, "train.max_length", "must be >= 32")
+    need(cfg.train.beta > 0, "train.beta", "must be > 0")
+    need(0.0 <= cfg.train.label_smoothing < 0.5, "train.label_smoothing", "must be in [0, 0.5)")
+    need(
+        cfg.train.reference != "adapter" or cfg.train.lora.enabled,
+        "train.reference",
+        "'adapter' needs train.lora.enabled: true",
+    )
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: CSTConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

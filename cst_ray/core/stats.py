@@ -1,0 +1,23 @@
+"""Stage statistics and metric logs: JSON written atomically, JSONL read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_stats(path: str | Path, stats: dict) -> None:
+    Path(path).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Per-step metrics written by rank 0; a resumed run rewrites steps, the last write wins."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    by_step: dict[int, dict] = {}
+    for line in p.read_text().splitlines():
+        if line.strip():
+            m = json.loads(line)
+            by_step[int(m["step"])] = m
+    return [by_step[k] for k in sorted(by_step)]

