@@ -1,5 +1,6 @@
 """Exactly-once generation: a crashed actor or a killed driver loses and duplicates nothing."""
 
+import json
 import os
 import signal
 import subprocess
@@ -28,9 +29,11 @@ def _expected(run: Path) -> list[str]:
 
 def test_actor_crash_loses_and_duplicates_nothing(tmp_path):
     run = tmp_path / "run"
-    res = run_cli(["generate", *BASE, f"run_dir={run}", "generation.crash_once=true"])
+    marker = tmp_path / "crashed"
+    faults = json.dumps({"engine_batch": {"at": 1, "marker": str(marker)}})
+    res = run_cli(["generate", *BASE, f"run_dir={run}"], env={"CST_RAY_FAULTS": faults})
     assert res.returncode == 0, res.stderr[-3000:]
-    assert (run / "generate" / ".crash-once").exists(), "no actor crashed"
+    assert marker.exists(), "no actor crashed"
     ids = _ids(run / "generate" / "generations")
     assert sorted(ids) == _expected(run)  # 0 lost, 0 duplicated
     assert len(ids) == len(set(ids)) == 24

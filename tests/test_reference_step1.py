@@ -23,7 +23,6 @@ policy's: the same model, dtype, collation and packed row (issue 14). Two ways i
   bf16 kernel's does, so it holds whatever the machine's kernels.
 """
 
-import dataclasses
 import logging
 import math
 import os
@@ -76,6 +75,7 @@ def _first_step(tmp_path, monkeypatch, model_path, pairs, **train) -> dict:
     from cst_ray.core.stats import read_metrics
     from cst_ray.training.driver import tokenize_for_training
     from cst_ray.training.recipe import train_loop_per_worker
+    from cst_ray.training.spec import WorkerSpec, plan_steps
 
     cfg = _cfg(tmp_path, max_steps=1, micro_batch_size=2, **train)
     rows, meta = tokenize_for_training(pairs, model_path, False, cfg.train.max_length, cfg.train.min_response_tokens)
@@ -85,8 +85,9 @@ def _first_step(tmp_path, monkeypatch, model_path, pairs, **train) -> dict:
     monkeypatch.setattr(ray.train, "report", lambda metrics, checkpoint=None: None)
     tmp_path.mkdir(parents=True, exist_ok=True)
     metrics = tmp_path / "metrics.jsonl"
-    train_loop_per_worker({"train": dataclasses.asdict(cfg.train), "data_ref": rows, "pad_token_id": meta["pad_token_id"],
-                           "model_path": model_path, "trust_remote_code": False, "metrics_path": str(metrics)})
+    spec = WorkerSpec(train=cfg.train, model_path=model_path, trust_remote_code=False, pad_token_id=meta["pad_token_id"],
+                      data_ref=rows, n_pairs=len(rows), plan=plan_steps(len(rows), cfg.train), metrics_path=str(metrics))
+    train_loop_per_worker({"spec": spec})
     (m,) = read_metrics(metrics)
     return m
 
@@ -95,7 +96,7 @@ def _with_stage_reference(pairs, model_path, dtype: str, monkeypatch):
     """`precomputed`: the Ray Data stage's callable (`ReferenceLogProbs`), called directly on the
     pairs, in micro-batches of 3 pairs (training runs 2), on the CPU as training here."""
     from cst_ray.data.pairs import to_table
-    from cst_ray.training.recipe import reference_pass as reference
+    from cst_ray.training import reference_pass as reference
     from cst_ray.training.reference_pass import ReferenceLogProbs
 
     monkeypatch.setattr(reference, "has_cuda", lambda: False)
@@ -171,7 +172,7 @@ def test_reference_pass_runs_the_training_micro_batches(tiny_model_path, tokeniz
         pair_length,
     )
     from cst_ray.training.logprobs import PolicyLogProbs
-    from cst_ray.training.recipe import reference_share
+    from cst_ray.training.reference import reference_share
     from cst_ray.training.tokenize import tokenize_pair
 
     rows = [tokenize_pair(tokenizer, "sys", f"question {i} " * (1 + i % 4), "I can't help. " * (1 + i % 2),

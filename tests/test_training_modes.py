@@ -113,14 +113,16 @@ def test_reference_modes_agree(ray_local, tiny_model_path, tmp_path):
 
 
 @pytest.mark.parametrize("reference", ["separate", "worker_precompute"])
-def test_exact_resume_after_worker_crash(ray_local, tiny_model_path, tmp_path, reference):
+def test_exact_resume_after_worker_crash(ray_local, tiny_model_path, tmp_path, reference, monkeypatch):
     """worker_precompute: the restarted workers must take the reference log-probs from the
     checkpoint; recomputing them from the trained policy would change every later loss."""
     pairs = _pairs(8)
     _, full = _train(tmp_path / "full", pairs, tiny_model_path, max_steps=6, checkpoint_every=3, reference=reference)
-    st, crashed = _train(tmp_path / "crash", pairs, tiny_model_path, max_steps=6, checkpoint_every=3, crash_after_step=3,
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv("CST_RAY_FAULTS", json.dumps({"train_step": {"at": 3, "marker": str(marker)}}))
+    st, crashed = _train(tmp_path / "crash", pairs, tiny_model_path, max_steps=6, checkpoint_every=3,
                          reference=reference)
-    assert (tmp_path / "crash" / "out" / ".crash-once").exists(), "the crash was not injected"
+    assert marker.exists(), "the crash was not injected"
     assert [m["step"] for m in crashed] == [1, 2, 3, 4, 5, 6]
     assert [m["loss"] for m in crashed] == pytest.approx([m["loss"] for m in full], abs=1e-5)
     assert [m["learning_rate"] for m in crashed] == pytest.approx([m["learning_rate"] for m in full])

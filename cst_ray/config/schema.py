@@ -135,8 +135,6 @@ class GenerationConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     rows_per_shard: int = 256  # rows per output Parquet file
     progress_interval_s: float = 10.0
-    # Test hook: the first engine actor to finish a batch exits hard, once per run dir.
-    crash_once: bool = False
 
 
 @dataclass
@@ -218,8 +216,6 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_failures: int = 1
     seed: int = 0
-    # Debug/test hook: rank 0 exits hard once, right after reporting this step (0 = off).
-    crash_after_step: int = 0
 
 
 @dataclass

@@ -30,7 +30,7 @@ def worker_env() -> dict[str, str]:
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
     }
     env.update(allocator_env())
-    for k in ("HF_HUB_OFFLINE", "CST_RAY_CACHE", "VLLM_CPU_OMP_THREADS_BIND", "CST_RAY_ALLOCATOR"):
+    for k in ("HF_HUB_OFFLINE", "CST_RAY_CACHE", "VLLM_CPU_OMP_THREADS_BIND", "CST_RAY_ALLOCATOR", "CST_RAY_FAULTS"):
         if k in os.environ:
             env[k] = os.environ[k]
     return env

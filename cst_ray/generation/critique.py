@@ -137,8 +137,8 @@ class CritiqueChain(EngineActor):
 
     def __init__(self, model_path: str, model_name: str, engine: EngineConfig, critique: CritiqueConfig,
                  filters: FilterConfig, system_s0: str, threads: int = 0, trust_remote_code: bool = False,
-                 crash_marker: str = "", critic: CriticConfig | None = None, critic_path: str = ""):
-        super().__init__(model_path, model_name, engine, threads, trust_remote_code, crash_marker)
+                 critic: CriticConfig | None = None, critic_path: str = ""):
+        super().__init__(model_path, model_name, engine, threads, trust_remote_code)
         self.critique_cfg = critique
         self.filters = filters
         self.s0 = system_s0
@@ -207,7 +207,7 @@ class CritiqueChain(EngineActor):
                 y0_finish=y0[i].finish_reason, y1_finish=y1.finish_reason,
                 reject_reason=reject_reason(y0[i], y1, self.filters),
             ))
-        self._maybe_crash()
+        self._count_batch()
         return pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA)
 
 

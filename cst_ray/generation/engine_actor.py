@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from cst_ray.config.schema import EngineConfig
+from cst_ray.core.faults import crash_once
 from cst_ray.core.ray_env import apply_worker_env
 from cst_ray.engines.base import build_engine, has_cuda, set_cpu_threads
 
@@ -19,24 +18,16 @@ class EngineActor:
     """Shared set-up: threads for CPU engines, then one engine for the actor's lifetime."""
 
     def __init__(self, model_path: str, model_name: str, engine: EngineConfig, threads: int,
-                 trust_remote_code: bool, crash_marker: str = ""):
+                 trust_remote_code: bool):
         apply_worker_env()
         if not has_cuda():
             set_cpu_threads(threads)
         self.engine = build_engine(model_path, engine, trust_remote_code=trust_remote_code)
         self.model_name = model_name
         self.node_id = node_id()
-        # Fault-injection hook for the exactly-once tests: the first actor to finish a batch
-        # exits hard, once per marker file.
-        self._crash_marker = crash_marker
         self._batches = 0
 
-    def _maybe_crash(self) -> None:
+    def _count_batch(self) -> None:
+        """Count a finished batch; the tests' fault hook (`CST_RAY_FAULTS`) may exit here."""
         self._batches += 1
-        if self._crash_marker and self._batches == 1:
-            try:
-                fd = os.open(self._crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return
-            os.close(fd)
-            os._exit(1)
+        crash_once("engine_batch", self._batches)

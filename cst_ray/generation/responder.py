@@ -28,8 +28,8 @@ class Responder(EngineActor):
     """Ray Data callable: {id, prompt_id, variant, system, prompt} -> one answer per row."""
 
     def __init__(self, model_path: str, model_name: str, engine: EngineConfig, threads: int = 0,
-                 trust_remote_code: bool = False, crash_marker: str = ""):
-        super().__init__(model_path, model_name, engine, threads, trust_remote_code, crash_marker)
+                 trust_remote_code: bool = False):
+        super().__init__(model_path, model_name, engine, threads, trust_remote_code)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -38,5 +38,5 @@ class Responder(EngineActor):
         res = [dict(id=r["id"], prompt_id=r["prompt_id"], variant=r["variant"], system=r["system"],
                     prompt=r["prompt"], response=o.text, model=self.model_name, prompt_tokens=o.prompt_tokens,
                     generated_tokens=o.completion_tokens, finish=o.finish_reason) for r, o in zip(rows, outs)]
-        self._maybe_crash()
+        self._count_batch()
         return pa.Table.from_pylist(res, schema=RESPONSE_SCHEMA)

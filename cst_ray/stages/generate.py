@@ -12,13 +12,12 @@ import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.ray_env import engine_env
-from cst_ray.core.stats import write_stats
 from cst_ray.data.sources import read_prompts
 from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.generation.critique import GENERATION_SCHEMA, CritiqueChain
 from cst_ray.generation.responder import RESPONSE_SCHEMA, Responder
 from cst_ray.models.resolve import resolve_model
-from cst_ray.stages.common import stage_dir, use_gpu
+from cst_ray.stages.common import stage_dir, use_gpu, write_stage_stats
 from cst_ray.stages.prompts import prepare_prompts
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,6 @@ def generate(cfg: CSTConfig) -> dict:
         fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
                        critique=g.critique, filters=g.filters, system_s0=cfg.prompts.s0,
                        threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code,
-                       crash_marker=str(out / ".crash-once") if g.crash_once else "",
                        critic=g.critic, critic_path=critic_path),
         pool=g.pool,
         schema=GENERATION_SCHEMA,
@@ -63,7 +61,7 @@ def generate(cfg: CSTConfig) -> dict:
         d["benign"] = _answer_benign(cfg, model_path, out / "benign")
     d.update(prompts=pstats, engine=g.engine.backend, model=cfg.model.name_or_path,
              critic=g.critic.name_or_path or "self", stage_wall_s=round(time.time() - t0, 2))
-    write_stats(out / "stats.json", d)
+    write_stage_stats(cfg, "generate", d)
     log.info(f"generate: {stats.rows_out} kept, {stats.rows_rejected} rejected {stats.rejected_by_reason}, "
          f"{d['generated_tokens_per_s']} generated tok/s")
     return d

@@ -8,13 +8,15 @@ FailureConfig(max_failures) for restarts after a lost worker.
 
 from __future__ import annotations
 
-import dataclasses
+import os
 from pathlib import Path
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import StageError
+from cst_ray.core.faults import FAULTS_ENV
 from cst_ray.core.stats import read_metrics
 from cst_ray.core.storage import resolve_storage
+from cst_ray.training.spec import ModelCardInfo, WorkerSpec, plan_steps
 from cst_ray.training.tokenize import tokenize_pairs
 
 RUN_NAME = "ray_train"
@@ -50,6 +52,11 @@ def _data_note(cfg: CSTConfig) -> str:
     return "Pairs: the model answered, critiqued and revised itself (the paper's self-critique)."
 
 
+def _passthrough_env() -> dict:
+    """The caller's fault-injection setting (tests) reaches the workers of this run only."""
+    return {"env_vars": {FAULTS_ENV: os.environ[FAULTS_ENV]}} if os.environ.get(FAULTS_ENV) else {}
+
+
 def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir: str | Path,
                  method: str = "CST", storage_path: str = "") -> dict:
     """Train on `pairs` (dicts with system/prompt/chosen/rejected/id). Returns the stage stats.
@@ -79,30 +86,21 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
                              f"no reference log-probs (first: {meta['first_missing_reference']}); set "
                              f"pairs.reference_logps: true and re-run "
                              f"`cst-ray pairs` with the same train.max_length")
-    global_batch = tc.num_workers * tc.micro_batch_size * tc.grad_accum
-    total_steps = tc.max_steps or (meta["n_rows"] // global_batch) * tc.epochs
-    crash_marker = str(out_dir / ".crash-once") if tc.crash_after_step else ""
-    loop_config = {
-        "train": dataclasses.asdict(tc),
-        "data_ref": rows_ref,
-        "pad_token_id": meta["pad_token_id"],
-        "model_path": model_path,
-        "trust_remote_code": cfg.model.trust_remote_code,
-        "export_dir": str(out_dir / "model"),
-        "metrics_path": str(out_dir / "metrics.jsonl"),
-        "crash_marker": crash_marker,
-        "s1": cfg.prompts.s1,
-        "s0": cfg.prompts.s0,
-        "base_name": cfg.model.name_or_path,
-        "method": method,
-        "total_steps": total_steps,
-        "n_pairs": meta["n_rows"],
-        "data_note": _data_note(cfg),
-    }
+    plan = plan_steps(meta["n_rows"], tc)
+    if plan.steps_per_epoch < 1:
+        raise StageError(f"{meta['n_rows']} pairs cannot fill one global batch of {plan.global_batch} "
+                         f"(train.num_workers x train.micro_batch_size x train.grad_accum)")
+    spec = WorkerSpec(
+        train=tc, model_path=model_path, trust_remote_code=cfg.model.trust_remote_code,
+        pad_token_id=meta["pad_token_id"], data_ref=rows_ref, n_pairs=meta["n_rows"], plan=plan,
+        metrics_path=str(out_dir / "metrics.jsonl"), export_dir=str(out_dir / "model"),
+        card=ModelCardInfo(base_name=cfg.model.name_or_path, method=method, s1=cfg.prompts.s1, s0=cfg.prompts.s0,
+                           data_note=_data_note(cfg)),
+    )
     storage = resolve_storage(storage_path or str(out_dir / "checkpoints"))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={"spec": spec},
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
@@ -111,6 +109,7 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
             storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
             failure_config=FailureConfig(max_failures=tc.max_failures),
+            worker_runtime_env=_passthrough_env(),
         ),
     )
     result = trainer.fit()
@@ -121,8 +120,8 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         "method": method,
         "pairs_in": len(pairs),
         "tokenize": meta["stats"],
-        "global_batch_pairs": global_batch,
-        "total_steps": total_steps,
+        "global_batch_pairs": plan.global_batch,
+        "total_steps": plan.total_steps,
         "final_metrics": metrics[-1] if metrics else {},
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "model_dir": str(out_dir / "model"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from cst_ray.config.schema import TrainConfig
 from cst_ray.core.storage import copy_dir
 from cst_ray.models.resolve import PROVENANCE_FILE
+from cst_ray.training.spec import WorkerSpec
 
 MODEL_CARD = """---
 library_name: transformers
@@ -42,7 +42,7 @@ Preference Data*, arXiv:2404.00495.
 """
 
 
-def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
+def export_model(state_dict: dict, spec: WorkerSpec) -> None:
     """Rank 0 only: load the gathered weights into a fresh model, merge LoRA, save, upload."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -53,8 +53,8 @@ def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
     # the dtype the weights were gathered in (ZeRO-3's 16-bit consolidation: bf16 for a bf16 run,
     # fp32 otherwise): a wider model would add memory at the run's end and no information
     dtype = next((v.dtype for v in sd.values() if v.is_floating_point()), torch.float32)
-    base = AutoModelForCausalLM.from_pretrained(config["model_path"], dtype=dtype,
-                                                trust_remote_code=config["trust_remote_code"])
+    cfg, card = spec.train, spec.card
+    base = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype, trust_remote_code=spec.trust_remote_code)
     if cfg.lora.enabled:
         from cst_ray.training.model import apply_lora
 
@@ -69,18 +69,17 @@ def export_model(state_dict: dict, config: dict, cfg: TrainConfig) -> None:
         if missing or unexpected:
             raise RuntimeError(f"export mismatch: missing={missing[:3]} unexpected={unexpected[:3]}")
         model = base
-    tok = AutoTokenizer.from_pretrained(config["model_path"])
+    tok = AutoTokenizer.from_pretrained(spec.model_path)
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        card = MODEL_CARD.format(
-            base=config.get("base_name", config["model_path"]), method=config.get("method", "CST"),
-            loss=cfg.loss_type, beta=cfg.beta, steps=config.get("total_steps", "?"), pairs=config.get("n_pairs", "?"),
-            lora=f", LoRA r={cfg.lora.r}" if cfg.lora.enabled else "", s1=config["s1"], s0=config["s0"],
-            data_note=config.get("data_note", ""),
+        text = MODEL_CARD.format(
+            base=card.base_name, method=card.method, loss=cfg.loss_type, beta=cfg.beta,
+            steps=spec.plan.total_steps, pairs=spec.n_pairs, lora=f", LoRA r={cfg.lora.r}" if cfg.lora.enabled else "",
+            s1=card.s1, s0=card.s0, data_note=card.data_note,
         )
-        provenance = Path(config["model_path"]) / PROVENANCE_FILE
+        provenance = Path(spec.model_path) / PROVENANCE_FILE
         if provenance.is_file():  # builtin aliases built from third-party packages
-            card += "\n## Provenance\n\n" + provenance.read_text()
-        (Path(tmp) / "README.md").write_text(card)
-        copy_dir(tmp, config["export_dir"])
+            text += "\n## Provenance\n\n" + provenance.read_text()
+        (Path(tmp) / "README.md").write_text(text)
+        copy_dir(tmp, spec.export_dir)

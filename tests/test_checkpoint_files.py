@@ -1,0 +1,84 @@
+"""Checkpoint files a resume reads: no pickle of ours is executed, and a checkpoint from
+another worker count or a half-written one is refused with a message that says why."""
+
+import json
+import pickle
+import random
+
+import pytest
+import torch
+
+from cst_ray.training.checkpoint import (
+    CKPT_TAG,
+    REF_FILE,
+    STATE_FILE,
+    load_reference_table,
+    load_rng_state,
+    resumable_state,
+    rng_state,
+)
+
+
+class _Payload:
+    """Unpickling this calls os.system: a planted code-execution payload."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/cst-ray-pwned-marker",))
+
+
+def _checkpoint(tmp_path, world=2, shards=2):
+    (tmp_path / CKPT_TAG).mkdir(parents=True)
+    for r in range(shards):
+        (tmp_path / CKPT_TAG / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt").write_bytes(b"x")
+    (tmp_path / STATE_FILE).write_text(json.dumps({"step": 3, "world_size": world}))
+    return tmp_path
+
+
+def test_planted_pickle_in_reference_table_is_refused(tmp_path):
+    marker = "/tmp/cst-ray-pwned-marker"
+    import os
+
+    if os.path.exists(marker):
+        os.remove(marker)
+    with open(tmp_path / REF_FILE, "wb") as f:
+        pickle.dump({"table": _Payload()}, f)
+    with pytest.raises(RuntimeError, match="refused, it holds more than a tensor"):
+        load_reference_table(tmp_path)
+    assert not os.path.exists(marker), "the payload ran"
+
+
+def test_reference_table_round_trip_and_shape_check(tmp_path):
+    table = torch.randn(5, 2)
+    torch.save(table, tmp_path / REF_FILE)
+    assert torch.equal(load_reference_table(tmp_path), table)
+    torch.save(torch.randn(5, 3), tmp_path / REF_FILE)
+    with pytest.raises(RuntimeError, match=r"\[pairs, 2\]"):
+        load_reference_table(tmp_path)
+
+
+def test_rng_state_is_json_and_restores_both_generators(tmp_path):
+    random.seed(1)
+    torch.manual_seed(1)
+    (tmp_path / "rng_rank0.json").write_text(json.dumps(rng_state()))
+    expected = (random.random(), torch.rand(3))
+    random.seed(99)
+    torch.manual_seed(99)
+    load_rng_state(tmp_path, 0)
+    got = (random.random(), torch.rand(3))
+    assert got[0] == expected[0] and torch.equal(got[1], expected[1])
+
+
+def test_resume_refuses_other_worker_count_and_half_written(tmp_path):
+    ck = _checkpoint(tmp_path / "a", world=2, shards=2)
+    assert resumable_state(ck, 2)["step"] == 3
+    with pytest.raises(RuntimeError, match="written by 2 training workers and this run has 1: resume with "
+                                           "train.num_workers=2"):
+        resumable_state(ck, 1)
+    half = _checkpoint(tmp_path / "b", world=2, shards=1)  # one rank's shard missing
+    with pytest.raises(RuntimeError, match="incomplete"):
+        resumable_state(half, 2)
+    (tmp_path / "a" / STATE_FILE).unlink()  # state file written last: missing = half-written
+    with pytest.raises(RuntimeError, match="incomplete"):
+        resumable_state(ck, 2)
