@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from cst_ray.config.schema import CSTConfig
+from cst_ray.core.files import atomic_write_text
 from cst_ray.core.stats import write_stats
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
         if items is None:
             items = load_tasks(cfg.eval.capability_tasks, limit=cfg.eval.capability_limit, seed=cfg.data.seed)
         scores = capability_scores(path, items, seed=cfg.data.seed, samples=cfg.eval.bootstrap_samples)
-        f.write_text(json.dumps({**scores, "_settings": want}, indent=2) + "\n")
+        atomic_write_text(f, json.dumps({**scores, "_settings": want}, indent=2) + "\n")
         result[name] = scores
         log.info(f"capability[{name}]: " + "  ".join(f"{t}={s['value']:.3f}" for t, s in scores.items())
              + f" ({time.time() - t0:.0f}s)")

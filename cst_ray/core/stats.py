@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cst_ray.core.files import atomic_write_text
+
 
 def write_stats(path: str | Path, stats: dict) -> None:
-    Path(path).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    """Atomically: a stage's stats.json, written last, is what marks the stage complete."""
+    atomic_write_text(path, json.dumps(stats, indent=2, sort_keys=True) + "\n")
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cst_ray.core.files import atomic_write_table
+
 
 def _shard_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
@@ -54,9 +56,7 @@ class ShardWriter:
             return
         t = pa.concat_tables(self._buf).cast(self.schema)
         name = f"part-{self._seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.folder / f".{name}.tmp"
-        pq.write_table(t, tmp)
-        tmp.rename(self.folder / name)
+        atomic_write_table(t, self.folder / name)
         self._seq += 1
         self.rows_written += t.num_rows
         self._buf, self._n = [], 0

@@ -1,25 +1,87 @@
-"""Where stages write (`<run_dir>/<stage>`) and when a stage counts as complete."""
+"""Where stages write (`<run_dir>/<stage>`), and when a stage counts as complete.
+
+A stage is complete when its `stats.json` exists: it is written last, atomically, and records
+the settings the stage's outputs depend on (`stage_inputs`). A complete stage made with other
+settings is never reused silently: `is_complete` stops with the keys that differ.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
+from cst_ray.config.load import to_dict
 from cst_ray.config.schema import CSTConfig
+from cst_ray.core.errors import StageError
+from cst_ray.core.stats import write_stats
 
 log = logging.getLogger(__name__)
 
-
 STAGES = ("generate", "pairs", "train", "evaluate")
+
+# The config sections each stage's outputs depend on, cumulatively (a stage depends on the ones before).
+_SECTIONS = {
+    "prompts": ("data",),
+    "generate": ("data", "model", "prompts", "generation"),
+    "pairs": ("data", "model", "prompts", "generation", "pairs"),
+    "train": ("data", "model", "prompts", "generation", "pairs", "train"),
+    "evaluate": ("data", "model", "prompts", "generation", "pairs", "train", "eval"),
+}
+# Settings of how a stage runs, not of what it makes.
+_RUNTIME = ("generation.pool.", "generation.progress_interval_s", "generation.rows_per_shard",
+            "train.storage_path", "train.keep_checkpoints", "train.max_failures", "train.checkpoint_every",
+            "train.threads_per_worker", "train.cpus_per_worker", "eval.aims.", "eval.examples_per_variant",
+            "eval.capability_", "eval.bootstrap_samples")
 
 
 def stage_dir(cfg: CSTConfig, name: str) -> Path:
     return Path(cfg.run_dir) / name
 
 
-def is_complete(cfg: CSTConfig, name: str) -> bool:
-    return (stage_dir(cfg, name) / "stats.json").is_file()
-
-
 def use_gpu(cfg: CSTConfig) -> bool:
     return cfg.generation.pool.num_gpus > 0
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def stage_inputs(cfg: CSTConfig, name: str) -> dict:
+    """{dotted key: value} of the settings stage `name`'s outputs depend on (JSON values)."""
+    tree = to_dict(cfg)
+    flat = _flatten({s: tree[s] for s in _SECTIONS[name]})
+    return json.loads(json.dumps({k: v for k, v in flat.items() if not k.startswith(_RUNTIME)}))
+
+
+def write_stage_stats(cfg: CSTConfig, name: str, stats: dict) -> None:
+    """The stage's stats.json, with its inputs; written last, it marks the stage complete."""
+    write_stats(stage_dir(cfg, name) / "stats.json", {**stats, "inputs": stage_inputs(cfg, name)})
+
+
+def is_complete(cfg: CSTConfig, name: str) -> bool:
+    """True for a finished stage made with these settings; StageError for one made with others."""
+    path = stage_dir(cfg, name) / "stats.json"
+    if not path.is_file():
+        return False
+    try:
+        saved = json.loads(path.read_text()).get("inputs")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StageError(f"{path}: not readable JSON ({e}); delete {path.parent} to redo the stage") from None
+    if saved is None:  # written before stages recorded their inputs
+        log.warning("%s: made by an older cst-ray that did not record its settings; reused as it is", path.parent)
+        return True
+    now = stage_inputs(cfg, name)
+    changed = sorted(k for k in now.keys() | saved.keys() if now.get(k) != saved.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise StageError(f"{path.parent} was made with other settings ({shown}{more}); use another run_dir, "
+                         f"or delete {path.parent} to redo the stage")
+    return True

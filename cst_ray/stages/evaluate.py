@@ -13,15 +13,15 @@ import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import StageError
+from cst_ray.core.files import atomic_write_table, atomic_write_text
 from cst_ray.core.ray_env import engine_env
-from cst_ray.core.stats import write_stats
 from cst_ray.data.sources import read_prompts
 from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.dataio.shards import read_shards
 from cst_ray.evaluation.metrics import bootstrap_share, safety_scores
 from cst_ray.evaluation.variants import BENIGN_VARIANT, eval_variants
 from cst_ray.models.resolve import resolve_model
-from cst_ray.stages.common import stage_dir, use_gpu
+from cst_ray.stages.common import stage_dir, use_gpu, write_stage_stats
 from cst_ray.stages.prompts import prepare_prompts
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
             r.update(safe=v.safe or r["degenerate"], score=v.score, judge_safe=v.safe)
         for r in labelled[len(harmful):]:
             r.update(safe=True, score=1.0, judge_safe=True)
-        pq.write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
+        atomic_write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
         scores = safety_scores(labelled[:len(harmful)], samples=cfg.eval.bootstrap_samples)
         results[name] = {k: s.as_dict() for k, s in scores.items()}
         if cfg.eval.judge != "refusal":  # the pattern judge's reading, for comparison
@@ -152,6 +152,6 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     if benign:
         report["over_refusal"] = {"source": cfg.eval.benign_source, "system": "s1",
                                   "scores": {m: s.as_dict() for m, s in over_refusal.items()}}
-    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_stats(out / "stats.json", {"generation": gen_stats, "models": list(models), "benign_prompts": len(benign)})
+    atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
+    write_stage_stats(cfg, "evaluate", {"generation": gen_stats, "models": list(models), "benign_prompts": len(benign)})
     return report

@@ -6,11 +6,10 @@ import logging
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import StageError
-from cst_ray.core.stats import write_stats
+from cst_ray.core.files import atomic_write_table
 from cst_ray.data.pairs import (
     augment_s0,
     benign_pairs,
@@ -21,7 +20,7 @@ from cst_ray.data.pairs import (
 from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.dataio.shards import read_shards
 from cst_ray.models.resolve import resolve_model
-from cst_ray.stages.common import stage_dir, use_gpu
+from cst_ray.stages.common import stage_dir, use_gpu, write_stage_stats
 from cst_ray.training.reference_pass import REF_SCHEMA, ReferenceLogProbs
 
 log = logging.getLogger(__name__)
@@ -59,9 +58,9 @@ def build_pairs(cfg: CSTConfig) -> dict:
     if cfg.pairs.reference_logps:
         tables, stats["reference_logps"] = add_reference_logps(cfg, tables, out)
     for mode, table in tables.items():
-        pq.write_table(table, out / f"{mode}.parquet")
+        atomic_write_table(table, out / f"{mode}.parquet")
         stats[f"{mode}_pairs"] = table.num_rows
-    write_stats(out / "stats.json", stats)
+    write_stage_stats(cfg, "pairs", stats)
     log.info(f"pairs: {stats['cst_pairs']} CST pairs, {stats['dpo_pairs']} DPO-baseline pairs")
     return stats
 

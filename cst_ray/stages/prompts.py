@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
-import pyarrow.parquet as pq
-
 from cst_ray.config.schema import CSTConfig
-from cst_ray.core.stats import write_stats
+from cst_ray.core.files import atomic_write_table
 from cst_ray.data.sources import read_prompts, split_by_id
-from cst_ray.stages.common import stage_dir
+from cst_ray.stages.common import is_complete, stage_dir, write_stage_stats
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +16,7 @@ log = logging.getLogger(__name__)
 def prepare_prompts(cfg: CSTConfig) -> dict:
     """Validate the prompt source and split it by id into train / held-out eval."""
     out = stage_dir(cfg, "prompts")
-    if (out / "stats.json").is_file():
+    if is_complete(cfg, "prompts"):
         return json.loads((out / "stats.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     table, sstats = read_prompts(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field)
@@ -27,12 +25,12 @@ def prepare_prompts(cfg: CSTConfig) -> dict:
         train = train.slice(0, cfg.data.limit)
     if cfg.data.eval_limit:
         held = held.slice(0, cfg.data.eval_limit)
-    pq.write_table(train, out / "train.parquet")
-    pq.write_table(held, out / "eval.parquet")
+    atomic_write_table(train, out / "train.parquet")
+    atomic_write_table(held, out / "eval.parquet")
     stats = {"source": cfg.data.source, **sstats.as_dict(), "train_prompts": train.num_rows,
              "eval_prompts": held.num_rows, "eval_fraction": cfg.data.eval_fraction,
              "not_used_by_limits": table.num_rows - train.num_rows - held.num_rows}
-    write_stats(out / "stats.json", stats)
+    write_stage_stats(cfg, "prompts", stats)
     log.info(f"prompts: {train.num_rows} train / {held.num_rows} held-out from {cfg.data.source} "
          f"(skipped: {sstats.skipped or 'none'})")
     return stats

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cst_ray.config.load import dump_yaml
 from cst_ray.config.schema import CSTConfig
+from cst_ray.core.files import atomic_write_text
 from cst_ray.stages.common import STAGES, is_complete, stage_dir
 from cst_ray.stages.evaluate import evaluate
 from cst_ray.stages.generate import generate
@@ -61,7 +62,7 @@ def run_all(cfg: CSTConfig) -> dict:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, storage_path=storage.join(cfg.run_uri, "checkpoints")))
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(dump_yaml(cfg))
+    atomic_write_text(run / "config.yaml", dump_yaml(cfg))
     times = {}
     fetch_stage(cfg, "prompts")
     for name, fn in (("generate", generate), ("pairs", build_pairs), ("train", train), ("evaluate", evaluate)):
@@ -78,7 +79,7 @@ def run_all(cfg: CSTConfig) -> dict:
         for done in ("prompts", name):  # prompts/ is written by whichever stage runs first
             upload_stage(cfg, done)
     report = json.loads((stage_dir(cfg, "evaluate") / "eval.json").read_text())
-    (run / "summary.md").write_text(summary_markdown(cfg, report, times))
+    atomic_write_text(run / "summary.md", summary_markdown(cfg, report, times))
     for r in aims_table(cfg, report):
         log.info(f"aim {r['aim']} {r['target']}: {r['tuned'] if r['tuned'] is None else round(r['tuned'], 2)} "
              f"(base {r['base'] if r['base'] is None else round(r['base'], 2)}) -> {'met' if r['met'] else 'NOT met'}")

@@ -13,7 +13,7 @@ from cst_ray.core.errors import StageError
 from cst_ray.core.stats import write_stats
 from cst_ray.core.storage import join as storage_join
 from cst_ray.models.resolve import resolve_model
-from cst_ray.stages.common import stage_dir
+from cst_ray.stages.common import stage_dir, write_stage_stats
 
 log = logging.getLogger(__name__)
 
@@ -45,5 +45,5 @@ def train(cfg: CSTConfig, methods: list[str] | None = None) -> dict:
         log.info(f"train[{method}]: {st['total_steps']} steps, loss {fm.get('loss', float('nan')):.4f}, "
              f"margin {fm.get('rewards/margins', float('nan')):.3f}, {st['wall_s']:.0f}s")
         all_stats[method] = st
-    write_stats(out / "stats.json", all_stats)
+    write_stage_stats(cfg, "train", all_stats)
     return all_stats

@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from cst_ray.config.schema import S1_DEFAULT
+from cst_ray.core.cache import file_lock
 from cst_ray.core.errors import CSTError, InputDataError
+from cst_ray.core.files import atomic_path, atomic_write_text
 from cst_ray.evaluation.judges.base import Judge, Verdict
 from cst_ray.evaluation.judges.refusal import RefusalJudge
 from cst_ray.evaluation.metrics import binary_metrics
@@ -228,8 +230,10 @@ def train_classifier_judge(output: str | Path, *, pair_files: list[str] = (), s1
     }
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"weight": w.astype(np.float32), "bias": np.array([b], np.float32)}, str(out / WEIGHTS_FILE))
-    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    (out / CARD_FILE).unlink(missing_ok=True)  # the card, written last, marks the folder complete
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file({"weight": w.astype(np.float32), "bias": np.array([b], np.float32)}, str(tmp))
+    atomic_write_text(out / CARD_FILE, json.dumps(card, indent=2) + "\n")
     return card
 
 
@@ -254,12 +258,14 @@ class ClassifierJudge(Judge):
         from safetensors.numpy import load_file
 
         d = Path(path) if path else default_judge_dir(train_pairs)
-        if path and not (d / WEIGHTS_FILE).is_file():
-            raise CSTError(f"no classifier judge at {d} ({WEIGHTS_FILE} missing); train one with "
+        if path and not (d / CARD_FILE).is_file():
+            raise CSTError(f"no classifier judge at {d} ({CARD_FILE} missing); train one with "
                            f"`cst-ray train-judge --kind classifier --output {d}`")
         self.emb = Embedder()
-        if not (d / WEIGHTS_FILE).is_file():
-            train_classifier_judge(d, pair_files=list(train_pairs), s1=s1, emb=self.emb)
+        if not path:
+            with file_lock(d.with_name(d.name + ".lock")):  # one builder across processes
+                if not (d / CARD_FILE).is_file():
+                    train_classifier_judge(d, pair_files=list(train_pairs), s1=s1, emb=self.emb)
         t = load_file(str(d / WEIGHTS_FILE))
         self.w, self.b = t["weight"], float(t["bias"][0])
         self.path = str(d)
