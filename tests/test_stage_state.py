@@ -47,3 +47,13 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
         atomic_write_text(target, None)  # fails inside the write
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["stats.json"]  # no temporary left behind
+
+
+def test_actor_pool_accounts_for_every_id():
+    from cst_ray.dataio.actor_map import _account
+
+    _account("generate", {"a", "b"}, {"a", "b"})
+    with pytest.raises(StageError, match=r"2 ids sent to the actor pool, 1 never came back \(first: \['b'\]\)"):
+        _account("generate", {"a", "b"}, {"a"})
+    with pytest.raises(StageError, match=r"1 came back unasked \(first: \['z'\]\)"):
+        _account("generate", {"a", "b"}, {"a", "b", "z"})

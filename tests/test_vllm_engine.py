@@ -86,3 +86,25 @@ def test_a_bad_request_fails_only_its_own_call(report):
 
 if __name__ == "__main__":
     print("REPORT " + json.dumps(_child(sys.argv[1])), flush=True)
+
+
+def test_private_vllm_call_still_has_the_signature_we_use():
+    """`engines.vllm.add_chat_requests` calls vLLM's private `LLM._add_chat_requests`: a vLLM
+    upgrade that renames it or its arguments must fail here, not inside a generation run."""
+    code = ("import inspect, json, vllm; "
+            "print(json.dumps(list(inspect.signature(vllm.LLM._add_chat_requests).parameters)))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    params = json.loads(res.stdout.strip().splitlines()[-1])
+    assert params[:3] == ["self", "messages", "params"] and "use_tqdm" in params, params  # positional as we call it
+
+
+def test_a_dead_engine_thread_fails_the_waiting_call_instead_of_hanging():
+    from cst_ray.engines.vllm import VLLMEngine, _Job
+
+    engine = VLLMEngine.__new__(VLLMEngine)  # no model: only the waiting logic
+    engine._thread = threading.Thread(target=lambda: None)
+    engine._thread.start()
+    engine._thread.join()
+    with pytest.raises(RuntimeError, match="engine thread has stopped"):
+        engine._wait(_Job(1), poll_s=0.05)

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cst_ray.config.schema import ActorPoolConfig
+from cst_ray.core.errors import StageError
 from cst_ray.core.ray_env import ENGINE_THREADS_ENV, physical_cores
 from cst_ray.dataio.shards import ShardWriter, read_ids
 
@@ -145,81 +146,115 @@ def run_actor_map(
     env_vars: dict | None = None,
 ) -> MapStats:
     """Map `table` through `fn_cls` on an actor pool; write accepted rows to `out_dir/`, rows with a
-    non-empty `reject_column` to `out_dir/../rejected_rows/`. Resumes: input rows whose `done_key`
-    already appears in either folder are skipped. `env_vars` go to the actors' processes (CPU)."""
+    non-empty `reject_column` to `out_dir/../rejected_rows/`. Resumes: input rows whose id already
+    appears (as `done_key`) in either folder are skipped. Every input id sent must come back, kept
+    or rejected, or this raises. `env_vars` go to the actors' processes (CPU)."""
     import ray
 
     out_dir = Path(out_dir)
     rej_dir = out_dir.parent / "rejected_rows"
-    stats = MapStats(input_rows=table.num_rows)
-    done = read_ids(out_dir, done_key) | (read_ids(rej_dir, done_key) if reject_column else set())
-    if done:
-
-        mask = pc.invert(pc.is_in(table.column("id"), value_set=pa.array(sorted(done), pa.string())))
-        todo = table.filter(mask)
-        stats.already_done = table.num_rows - todo.num_rows
-    else:
-        todo = table
+    todo, already_done = _pending(table, [out_dir] + ([rej_dir] if reject_column else []), done_key)
+    stats = MapStats(input_rows=table.num_rows, already_done=already_done)
+    sink = _Sink(stats, ShardWriter(out_dir, schema, rows_per_shard),
+                 ShardWriter(rej_dir, schema, rows_per_shard) if reject_column else None, reject_column, done_key,
+                 Progress(label, todo.num_rows, progress_interval_s))
     t0 = time.time()
-    writer = ShardWriter(out_dir, schema, rows_per_shard)
-    rej_writer = ShardWriter(rej_dir, schema, rows_per_shard) if reject_column else None
-    seen_out: set[str] = set()
-    reasons: Counter = Counter()
-    by_node: Counter = Counter()
-    prog = Progress(label, todo.num_rows, progress_interval_s)
-    done_inputs = 0
     if todo.num_rows:
-        # Blocks cut on the driver (zero-copy slices; no repartition stage, whose tasks would
-        # start worker processes before the first batch), evenly: as many as batch_size calls
-        # need, rounded up to a whole number per actor so that no actor idles at the end; each
-        # block is one call (map_batches' batch_size = the block's rows, so Ray Data neither
-        # splits a block into uneven calls nor bundles blocks).
-        calls = -(-todo.num_rows // pool.batch_size)
-        n_blocks = min(todo.num_rows, -(-calls // pool.max_actors) * pool.max_actors)
-        step = -(-todo.num_rows // n_blocks)
-        blocks = [todo.slice(i, step) for i in range(0, todo.num_rows, step)]
-        ds = ray.data.from_arrow(blocks)
+        blocks, step = _blocks(todo, pool)
         # no more actors started than there are blocks to run (an engine's start is seconds of
         # CPU); max_actors, and with it each engine's threads, stays as configured
         run_pool = dataclasses.replace(pool, min_actors=max(1, min(pool.min_actors, len(blocks))))
-        ds = ds.map_batches(fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", batch_size=step,
-                            **actor_compute_args(run_pool, tensor_parallel_size=tensor_parallel_size,
-                                                 use_gpu=use_gpu, env_vars=env_vars))
+        ds = ray.data.from_arrow(blocks).map_batches(
+            fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", batch_size=step,
+            **actor_compute_args(run_pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu,
+                                 env_vars=env_vars))
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            keys = batch.column("id").to_pylist()
-            keep = []
-            for j, k in enumerate(keys):
-                if k in seen_out:
-                    stats.duplicates_dropped += 1
-                    continue
-                seen_out.add(k)
-                keep.append(j)
-            if len(keep) != len(keys):
-                batch = batch.take(pa.array(keep, pa.int64()))
-            for col in ("generated_tokens", "prompt_tokens"):
-                if col in batch.column_names:
-                    setattr(stats, col, getattr(stats, col) + int(pc.sum(batch.column(col)).as_py() or 0))
-            done_inputs += len(set(batch.column(done_key).to_pylist()))
-            if "node_id" in batch.column_names:
-                by_node.update(batch.column("node_id").to_pylist())
-            if reject_column:
-                rej = pc.not_equal(batch.column(reject_column), "")
-                rejected = batch.filter(rej)
-                for r in rejected.column(reject_column).to_pylist():
-                    reasons[r] += 1
-                rej_writer.add(rejected)
-                batch = batch.filter(pc.invert(rej))
-                stats.rows_rejected += rejected.num_rows
-            writer.add(batch)
-            stats.rows_out += batch.num_rows
-            prog.update(done_inputs, stats.generated_tokens)
-    writer.flush()
-    if rej_writer:
-        rej_writer.flush()
+            sink.add(batch)
+    sink.close()
     stats.wall_s = round(time.time() - t0, 3)
-    stats.rejected_by_reason = dict(reasons)
-    stats.rows_by_node = dict(by_node)
-    prog.update(done_inputs, stats.generated_tokens, force=True)
+    _account(label, set(todo.column("id").to_pylist()), sink.inputs_seen)
     return stats
 
 
+def _pending(table: pa.Table, folders: list[Path], done_key: str) -> tuple[pa.Table, int]:
+    """-> (the rows whose id no shard in `folders` holds as `done_key`, how many were done)."""
+    done: set[str] = set()
+    for folder in folders:
+        done |= read_ids(folder, done_key)
+    if not done:
+        return table, 0
+    todo = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=pa.array(sorted(done), pa.string()))))
+    return todo, table.num_rows - todo.num_rows
+
+
+def _blocks(todo: pa.Table, pool: ActorPoolConfig) -> tuple[list[pa.Table], int]:
+    """Blocks cut on the driver (zero-copy slices; no repartition stage, whose tasks would start
+    worker processes before the first batch), evenly: as many as batch_size calls need, rounded
+    up to a whole number per actor so that no actor idles at the end; each block is one call
+    (map_batches' batch_size = the block's rows, so Ray Data neither splits a block into uneven
+    calls nor bundles blocks). -> (blocks, rows per block)."""
+    calls = -(-todo.num_rows // pool.batch_size)
+    n_blocks = min(todo.num_rows, -(-calls // pool.max_actors) * pool.max_actors)
+    step = -(-todo.num_rows // n_blocks)
+    return [todo.slice(i, step) for i in range(0, todo.num_rows, step)], step
+
+
+def _account(label: str, sent: set[str], returned: set[str]) -> None:
+    """Every id sent to the pool came back (kept or rejected), and nothing else did."""
+    missing, extra = sent - returned, returned - sent
+    if missing or extra:
+        raise StageError(f"{label}: {len(sent)} ids sent to the actor pool, {len(missing)} never came back "
+                           f"(first: {sorted(missing)[:3]}), {len(extra)} came back unasked (first: "
+                           f"{sorted(extra)[:3]}); the shards written so far are kept: re-run to resume")
+
+
+class _Sink:
+    """The driver's end of the pipeline: drops rows already seen (a retried task), splits
+    rejected rows off, writes both through their shard writers, and keeps the counts."""
+
+    def __init__(self, stats: MapStats, writer: ShardWriter, rej_writer: ShardWriter | None,
+                 reject_column: str | None, done_key: str, progress: Progress):
+        self.stats, self.writer, self.rej_writer = stats, writer, rej_writer
+        self.reject_column, self.done_key, self.progress = reject_column, done_key, progress
+        self.seen_out: set[str] = set()
+        self.inputs_seen: set[str] = set()
+        self.reasons: Counter = Counter()
+        self.by_node: Counter = Counter()
+
+    def add(self, batch: pa.Table) -> None:
+        stats = self.stats
+        batch = self._drop_seen(batch)
+        for col in ("generated_tokens", "prompt_tokens"):
+            if col in batch.column_names:
+                setattr(stats, col, getattr(stats, col) + int(pc.sum(batch.column(col)).as_py() or 0))
+        self.inputs_seen.update(batch.column(self.done_key).to_pylist())
+        if "node_id" in batch.column_names:
+            self.by_node.update(batch.column("node_id").to_pylist())
+        if self.reject_column:
+            rej = pc.not_equal(batch.column(self.reject_column), "")
+            rejected = batch.filter(rej)
+            self.reasons.update(rejected.column(self.reject_column).to_pylist())
+            self.rej_writer.add(rejected)
+            batch = batch.filter(pc.invert(rej))
+            stats.rows_rejected += rejected.num_rows
+        self.writer.add(batch)
+        stats.rows_out += batch.num_rows
+        self.progress.update(len(self.inputs_seen), stats.generated_tokens)
+
+    def _drop_seen(self, batch: pa.Table) -> pa.Table:
+        keep = []
+        for j, k in enumerate(batch.column("id").to_pylist()):
+            if k in self.seen_out:
+                self.stats.duplicates_dropped += 1
+                continue
+            self.seen_out.add(k)
+            keep.append(j)
+        return batch if len(keep) == batch.num_rows else batch.take(pa.array(keep, pa.int64()))
+
+    def close(self) -> None:
+        self.writer.flush()
+        if self.rej_writer:
+            self.rej_writer.flush()
+        self.stats.rejected_by_reason = dict(self.reasons)
+        self.stats.rows_by_node = dict(self.by_node)
+        self.progress.update(len(self.inputs_seen), self.stats.generated_tokens, force=True)

