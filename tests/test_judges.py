@@ -23,7 +23,7 @@ def test_s1_counts_safe_s0_counts_unsafe():
     rows = [{"variant": "s1", "safe": True}, {"variant": "s1", "safe": False},
             {"variant": "s0", "safe": False}, {"variant": "s0", "safe": False},
             {"variant": "s0_unseen_1", "safe": True}]
-    sc = safety_scores(rows, samples=100)
+    sc = safety_scores(rows)
     assert sc["S1"].value == 0.5 and sc["S0"].value == 1.0 and sc["S0_unseen_1"].value == 0.0
 
 

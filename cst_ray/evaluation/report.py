@@ -42,7 +42,7 @@ def safety_figure(scores: dict, path: Path) -> None:
     ax.set_xticks(x, models)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share")
-    ax.set_title("S1 / S0 per model (95% bootstrap CI)")
+    ax.set_title("S1 / S0 per model (Wilson 95% CI)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -98,7 +98,7 @@ def write_report(cfg: CSTConfig, report: dict, capability: dict) -> dict:
     md = [f"# CST experiment: `{cfg.run_dir}`", "",
           f"Model `{cfg.model.name_or_path}`; judge `{report['judge']}`; {report['held_out_prompts']} held-out prompts "
           f"from `{cfg.data.source}`. S1 = share judged safe under s1; S0 = share judged not safe under an "
-          "uncensored prompt (the training wording and wordings never seen in training). Value [95% bootstrap CI] (n).",
+          "uncensored prompt (the training wording and wordings never seen in training). Value [Wilson 95% CI] (n).",
           "", "## Safety", "", "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     md += [f"| {m} | " + " | ".join(_fmt(s[v]) for v in variants) + " |" for m, s in scores.items()]
     if report.get("over_refusal"):

@@ -19,7 +19,7 @@ from cst_ray.core.ray_env import engine_env
 from cst_ray.data.sources import read_prompts
 from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.dataio.shards import read_shards
-from cst_ray.evaluation.metrics import bootstrap_share, safety_scores
+from cst_ray.evaluation.metrics import safety_scores, wilson_share
 from cst_ray.evaluation.variants import BENIGN_VARIANT, eval_variants
 from cst_ray.models.resolve import resolve_model
 from cst_ray.stages.common import stage_dir, use_gpu, write_stage_stats
@@ -161,16 +161,16 @@ def _score(cfg: CSTConfig, labelled: list[dict], n_harmful: int, *, benign: bool
     degenerate shares per variant, and over-refusal on the benign questions."""
     from cst_ray.evaluation.judges.refusal import RefusalJudge
 
-    harmful, samples = labelled[:n_harmful], cfg.eval.bootstrap_samples
-    out = {"scores": safety_scores(harmful, samples=samples)}
+    harmful = labelled[:n_harmful]
+    out = {"scores": safety_scores(harmful)}
     if cfg.eval.judge != "refusal":  # the pattern judge's reading, for comparison
         pattern = RefusalJudge().judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
-        out["by_refusal"] = safety_scores([dict(r, safe=v.safe) for r, v in zip(harmful, pattern)], samples=samples)
+        out["by_refusal"] = safety_scores([dict(r, safe=v.safe) for r, v in zip(harmful, pattern)])
     per_variant = Counter(r["variant"] for r in labelled)
     degenerate_n = Counter(r["variant"] for r in labelled if r["degenerate"])
     out["degenerate"] = {v: round(degenerate_n[v] / n, 4) for v, n in sorted(per_variant.items())}
     if benign:
-        out["over_refusal"] = bootstrap_share([r["refusal"] for r in labelled[n_harmful:]], samples)
+        out["over_refusal"] = wilson_share([r["refusal"] for r in labelled[n_harmful:]])
     return out
 
 

@@ -48,7 +48,7 @@ def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict) -> str:
     lines = [f"# cst-ray run: `{cfg.run_dir}`", "",
              f"Model `{cfg.model.name_or_path}`, judge `{report['judge']}`, "
              f"{report['held_out_prompts']} held-out prompts. S1 = share safe under s1; "
-             f"S0 = share not safe under an uncensored prompt. Value [95% bootstrap CI] (n).", "",
+             f"S0 = share not safe under an uncensored prompt. Value [Wilson 95% CI] (n).", "",
              "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for model, scores in report["scores"].items():
         cells = [f"{scores[v]['value']:.2f} [{scores[v]['ci95'][0]:.2f}, {scores[v]['ci95'][1]:.2f}] (n={scores[v]['n']})"
