@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from cst_ray.core.errors import InputDataError
-from cst_ray.data.sources import SourceStats, iter_rows
+from cst_ray.data.sources import SourceStats, check_not_empty, iter_rows
 
 PAIR_FIELDS = ("id", "pair_of", "system", "prompt", "chosen", "rejected", "task")
 PAIR_SCHEMA = pa.schema([(f, pa.string()) for f in PAIR_FIELDS])
@@ -39,43 +39,55 @@ def mirror_pairs(generations: list[dict], *, s1: str, s0: str, mode: str = "cst"
     return out
 
 
+def _pair_row(obj: dict, *, file: str, row: int) -> dict:
+    """The four text fields of a pair row; a missing field or a non-string is an error."""
+    for fld in ("system", "prompt", "chosen", "rejected"):
+        if fld not in obj:
+            raise InputDataError("missing field", file=file, row=row, field=fld)
+        if not isinstance(obj[fld], str):
+            got = "null" if obj[fld] is None else type(obj[fld]).__name__
+            raise InputDataError(f"must be a string, got {got}", file=file, row=row, field=fld)
+    return {fld: obj[fld] for fld in ("system", "prompt", "chosen", "rejected")}
+
+
+def _skip_reason(pair: dict, task: str, tasks: tuple[str, ...]) -> str:
+    if tasks and task not in tasks:
+        return f"task_not_selected:{task}"
+    if not pair["prompt"].strip() or not pair["chosen"].strip() or not pair["rejected"].strip():
+        return "empty_field"
+    if pair["chosen"].strip() == pair["rejected"].strip():
+        return "chosen_equals_rejected"
+    return ""
+
+
 def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) -> tuple[list[dict], SourceStats]:
     """Read a pair file (JSON/JSONL/Parquet/CSV with system, prompt, chosen, rejected[, task]).
 
     This reads the author's released CST data set as is. Rows with an empty chosen or
     rejected, or chosen == rejected, are skipped and counted; so are rows of tasks not in
     `tasks` (when given). `limit` keeps the rows of the first `limit` distinct prompts, so
-    both sides of a mirrored pair (same prompt, s1 and s0) stay together.
+    both sides of a mirrored pair (same prompt, s1 and s0) stay together. A file that cannot
+    be read, a bad row, and a file that leaves no pair (no rows, all skipped) are errors.
     """
-    name, file, rows = iter_rows(path)
+    name, file, rows = iter_rows(path, kind="pair file")
     stats = SourceStats()
     out = []
     prompts_kept: set[str] = set()
     for row_no, obj in rows:
         stats.read += 1
-        for fld in ("system", "prompt", "chosen", "rejected"):
-            if fld not in obj:
-                raise InputDataError("missing field", file=file, row=row_no, field=fld)
-            if not isinstance(obj[fld], str):
-                raise InputDataError(f"must be a string, got {type(obj[fld]).__name__}", file=file, row=row_no, field=fld)
+        pair = _pair_row(obj, file=file, row=row_no)
         task = str(obj.get("task") or "extra")
-        if tasks and task not in tasks:
-            stats.skip(f"task_not_selected:{task}")
+        reason = _skip_reason(pair, task, tasks)
+        if not reason and limit and pair["prompt"] not in prompts_kept and len(prompts_kept) >= limit:
+            reason = "beyond_prompt_limit"
+        if reason:
+            stats.skip(reason)
             continue
-        if not obj["prompt"].strip() or not obj["chosen"].strip() or not obj["rejected"].strip():
-            stats.skip("empty_field")
-            continue
-        if obj["chosen"].strip() == obj["rejected"].strip():
-            stats.skip("chosen_equals_rejected")
-            continue
-        if limit and obj["prompt"] not in prompts_kept and len(prompts_kept) >= limit:
-            stats.skip("beyond_prompt_limit")
-            continue
-        prompts_kept.add(obj["prompt"])
+        prompts_kept.add(pair["prompt"])
         rid = f"{Path(name).stem}:{row_no}"
-        out.append(dict(id=rid, pair_of=rid, system=obj["system"], prompt=obj["prompt"],
-                        chosen=obj["chosen"], rejected=obj["rejected"], task=task))
+        out.append(dict(id=rid, pair_of=rid, **pair, task=task))
     stats.kept = len(out)
+    check_not_empty(stats, file, "pairs")
     return out, stats
 
 

@@ -1,7 +1,9 @@
 """Prompt sources: user files (JSONL/JSON/Parquet/CSV) and packaged sets (AdvBench, HarmBench).
 
 Every row is validated. Rows that cannot be used are an error naming file, row and field
-(missing field, non-string prompt). Rows that are merely unusable (blank prompt, duplicate)
+(missing field, non-string prompt, invalid UTF-8 or JSON, one id on two rows with different
+prompts); so are a file that cannot be read as its format and a file that leaves no prompt.
+Rows that are merely unusable (blank prompt, repeated row, a prompt too long for the engine)
 are skipped and counted in `SourceStats`, never silently dropped.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -118,48 +121,99 @@ def _iter_builtin(name: str) -> Iterator[tuple[int, dict]]:
         yield from _iter_file(p)
 
 
-def _iter_file(p: Path) -> Iterator[tuple[int, dict]]:
-    suffix = p.suffix.lower()
-    if suffix == ".jsonl":
-        with p.open() as f:
-            for i, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputDataError(f"invalid JSON: {e.msg}", file=str(p), row=i) from None
-                if not isinstance(obj, dict):
-                    raise InputDataError("row is not a JSON object", file=str(p), row=i)
-                yield i, obj
-    elif suffix == ".json":
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise InputDataError(f"invalid JSON: {e.msg}", file=str(p)) from None
-        if isinstance(data, dict):
-            data = data.get("data") or data.get("rows") or []
-        if not isinstance(data, list):
-            raise InputDataError("top level must be a list of objects", file=str(p))
-        for i, obj in enumerate(data, start=1):
-            if not isinstance(obj, dict):
-                raise InputDataError("row is not a JSON object", file=str(p), row=i)
-            yield i, obj
-    elif suffix == ".csv":
-        with p.open(newline="") as f:
-            for i, obj in enumerate(csv.DictReader(f), start=1):
-                yield i, obj
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
+
+def _read_bytes(p: Path) -> bytes:
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise InputDataError(f"cannot read the file ({e.strerror or _first_line(e)})", file=str(p)) from None
+
+
+def _decode(p: Path, data: bytes, *, header_lines: int = 0, rows_are_lines: bool = True) -> str:
+    """UTF-8 (a leading BOM is dropped); invalid bytes are an error naming the line (= row
+    for line-based files, after `header_lines`)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        row = line - header_lines if rows_are_lines and line > header_lines else None
+        raise InputDataError(f"invalid UTF-8 at line {line} (byte {e.start}); save the file as UTF-8",
+                             file=str(p), row=row) from None
+
+
+def _iter_jsonl(p: Path) -> Iterator[tuple[int, dict]]:
+    text = _decode(p, _read_bytes(p))
+    for i, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a string
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputDataError(f"invalid JSON: {e.msg}", file=str(p), row=i) from None
+        if not isinstance(obj, dict):
+            raise InputDataError(f"row is not a JSON object (got {type(obj).__name__})", file=str(p), row=i)
+        yield i, obj
+
+
+def _iter_json(p: Path) -> Iterator[tuple[int, dict]]:
+    try:
+        data = json.loads(_decode(p, _read_bytes(p), rows_are_lines=False))
+    except json.JSONDecodeError as e:
+        raise InputDataError(f"invalid JSON at line {e.lineno}: {e.msg}", file=str(p)) from None
+    if isinstance(data, dict):
+        rows = [data[k] for k in ("data", "rows") if isinstance(data.get(k), list)]
+        if not rows:
+            raise InputDataError("top level is an object without a `data` or `rows` list; "
+                                 "expected a list of row objects", file=str(p))
+        data = rows[0]
+    if not isinstance(data, list):
+        raise InputDataError(f"top level must be a list of objects, got {type(data).__name__}", file=str(p))
+    for i, obj in enumerate(data, start=1):
+        if not isinstance(obj, dict):
+            raise InputDataError(f"row is not a JSON object (got {type(obj).__name__})", file=str(p), row=i)
+        yield i, obj
+
+
+def _iter_csv(p: Path) -> Iterator[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(_decode(p, _read_bytes(p), header_lines=1), newline=""))
+    i = 0
+    try:
+        for i, obj in enumerate(reader, start=1):
+            yield i, obj
+    except csv.Error as e:
+        raise InputDataError(f"unreadable CSV: {_first_line(e)}", file=str(p), row=i + 1) from None
+
+
+def _iter_parquet(p: Path) -> Iterator[tuple[int, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
         pf = pq.ParquetFile(p)
-        i = 0
+    except (pa.ArrowException, OSError) as e:
+        raise InputDataError(f"not a readable Parquet file ({_first_line(e)})", file=str(p)) from None
+    i = 0
+    try:
         for batch in pf.iter_batches(batch_size=4096):
             for obj in batch.to_pylist():
                 i += 1
                 yield i, obj
-    else:
-        raise InputDataError(f"unsupported file type {suffix!r} (use .jsonl, .json, .parquet or .csv)", file=str(p))
+    except (pa.ArrowException, OSError) as e:
+        raise InputDataError(f"unreadable Parquet data ({_first_line(e)})", file=str(p), row=i + 1) from None
+
+
+_READERS = {".jsonl": _iter_jsonl, ".json": _iter_json, ".csv": _iter_csv, ".parquet": _iter_parquet}
+
+
+def _iter_file(p: Path) -> Iterator[tuple[int, dict]]:
+    reader = _READERS.get(p.suffix.lower())
+    if reader is None:
+        raise InputDataError(f"unsupported file type {p.suffix.lower()!r} (use .jsonl, .json, .parquet or .csv)",
+                             file=str(p))
+    return reader(p)
 
 
 HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -184,65 +238,107 @@ def hub_dataset_file(repo_id: str) -> Path:
     return train[0]
 
 
-def iter_rows(source: str) -> tuple[str, str, Iterator[tuple[int, dict]]]:
-    """-> (source name used in ids, file shown in errors, iterator of (1-based row, dict))."""
+def iter_rows(source: str, kind: str = "prompt file") -> tuple[str, str, Iterator[tuple[int, dict]]]:
+    """-> (source name used in ids, file shown in errors, iterator of (1-based row, dict)).
+    `kind` names the file in errors ("prompt file", "pair file", ...)."""
     if source in BUILTIN_SOURCES:
         return source, str(builtin_path(source)), _iter_builtin(source)
     p = Path(source)
     if not p.exists() and HUB_ID_RE.fullmatch(source):
         p = hub_dataset_file(source)
     if not p.exists():
-        raise InputDataError("prompt file not found", file=source)
+        raise InputDataError(f"{kind} not found", file=source)
     if p.is_dir() or p.stat().st_size == 0:
-        raise InputDataError("prompt file is empty" if p.is_file() else "expected a file, got a directory", file=source)
+        raise InputDataError(f"{kind} is empty" if p.is_file() else "expected a file, got a directory", file=source)
     return p.name, str(p), _iter_file(p)
 
 
+def prompt_text(obj: dict, field: str, *, file: str, row: int) -> str:
+    """The stripped string in `obj[field]`; a missing field or a non-string is an error."""
+    if field not in obj:
+        raise InputDataError(f"missing field (columns: {', '.join(map(str, obj.keys())) or 'none'})",
+                             file=file, row=row, field=field)
+    text = obj[field]
+    if not isinstance(text, str):
+        got = "null" if text is None else type(text).__name__
+        raise InputDataError(f"must be a string, got {got}", file=file, row=row, field=field)
+    return text.strip()
+
+
+def max_prompt_chars(max_model_len: int) -> int:
+    """A cheap bound without a tokenizer: a prompt of more than 4 characters per token of
+    `max_model_len` cannot fit the engine's context (English text averages about 4 characters
+    per token, and the chat template, system prompt and answer need room too). Prompts under
+    the bound that are still too long for the engine reach it; 0 = no bound."""
+    return 4 * max_model_len if max_model_len > 0 else 0
+
+
+@dataclass
+class _Kept:
+    """Prompts kept so far: id -> (row, prompt), in order."""
+
+    file: str
+    id_field: str
+    rows: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def is_duplicate(self, rid: str, row: int, text: str) -> bool:
+        """True for an id seen before with the same prompt; an error for one with another."""
+        if rid not in self.rows:
+            return False
+        first, first_text = self.rows[rid]
+        if first_text != text:
+            raise InputDataError(f"id {rid!r} is used by row {first} and row {row} with different prompts",
+                                 file=self.file, row=row, field=self.id_field)
+        return True
+
+
+def _row_id(obj: dict, id_field: str, name: str, text: str, *, file: str, row: int) -> str:
+    if not id_field:
+        return stable_id(name, text)
+    if obj.get(id_field) in (None, ""):
+        raise InputDataError("missing id", file=file, row=row, field=id_field)
+    return str(obj[id_field])
+
+
+def check_not_empty(stats: SourceStats, file: str, what: str) -> None:
+    """A file with no rows, or none left after the counted skips, is an error."""
+    if stats.read == 0:
+        raise InputDataError("has no rows", file=file)
+    if stats.kept == 0:
+        skipped = ", ".join(f"{k}: {v}" for k, v in stats.skipped.items()) or "none"
+        raise InputDataError(f"no usable {what}: all {stats.read} rows were skipped ({skipped})", file=file)
+
+
 def read_prompts(
-    source: str, *, prompt_field: str = "prompt", id_field: str = "", limit: int = 0
+    source: str, *, prompt_field: str = "prompt", id_field: str = "", limit: int = 0, max_chars: int = 0
 ) -> tuple[pa.Table, SourceStats]:
     """Read and validate a prompt source into an Arrow table (id, prompt, source).
 
-    Raises InputDataError for a missing/empty file, a row without the prompt field or a
-    non-string prompt. Blank prompts and duplicate ids are skipped and counted.
+    Raises InputDataError for a missing/empty/unreadable file, a row without the prompt field,
+    a non-string prompt, one id on two rows with different prompts, and a source that leaves
+    no prompt. Blank prompts, prompts longer than `max_chars` (0 = no bound; see
+    `max_prompt_chars`) and repeated rows are skipped and counted.
     """
     name, file, rows = iter_rows(source)
     stats = SourceStats()
-    ids: list[str] = []
-    prompts: list[str] = []
-    seen: set[str] = set()
+    kept = _Kept(file, id_field)
     for row_no, obj in rows:
         stats.read += 1
-        if prompt_field not in obj:
-            raise InputDataError(
-                f"missing prompt field (columns: {', '.join(map(str, obj.keys())) or 'none'})",
-                file=file, row=row_no, field=prompt_field,
-            )
-        text = obj[prompt_field]
-        if not isinstance(text, str):
-            raise InputDataError(f"prompt must be a string, got {type(text).__name__}", file=file, row=row_no, field=prompt_field)
-        text = text.strip()
-        if not text:
-            stats.skip("blank_prompt")
+        text = prompt_text(obj, prompt_field, file=file, row=row_no)
+        if not text or (max_chars and len(text) > max_chars):
+            stats.skip("prompt_too_long" if text else "blank_prompt")
             continue
-        if id_field:
-            if obj.get(id_field) in (None, ""):
-                raise InputDataError("missing id", file=file, row=row_no, field=id_field)
-            rid = str(obj[id_field])
-        else:
-            rid = stable_id(name, text)
-        if rid in seen:
+        rid = _row_id(obj, id_field, name, text, file=file, row=row_no)
+        if kept.is_duplicate(rid, row_no, text):
             stats.skip("duplicate")
             continue
-        seen.add(rid)
-        ids.append(rid)
-        prompts.append(text)
-        if limit and len(ids) >= limit:
+        kept.rows[rid] = (row_no, text)
+        if limit and len(kept.rows) >= limit:
             break
-    if stats.read == 0:
-        raise InputDataError("prompt file has no rows", file=file)
-    stats.kept = len(ids)
-    table = pa.table({"id": ids, "prompt": prompts, "source": [name] * len(ids)})
+    stats.kept = len(kept.rows)
+    check_not_empty(stats, file, "prompts")
+    ids = list(kept.rows)
+    table = pa.table({"id": ids, "prompt": [t for _, t in kept.rows.values()], "source": [name] * len(ids)})
     return table, stats
 
 
