@@ -107,7 +107,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse value {raw!r}: {e}", key=key) from None
+        raise ConfigError(f"cannot parse value {raw!r}: {yaml_problem(e)}", key=key) from None
     # YAML reads "1e-5" as a string; accept scientific notation for numbers.
     if isinstance(value, str):
         try:
@@ -135,14 +135,36 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         p = Path(path)
         if not p.is_file():
             raise ConfigError("config file not found", file=file)
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"invalid YAML: {e}", file=file) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError("top level must be a mapping", file=file)
-        data = loaded or {}
+        data = _read_yaml_mapping(p)
     return config_from_dict(data, file=file, overrides=overrides)
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own text spans lines)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or " ".join(str(e).split())
+    return f"{problem}{where}"
+
+
+def _read_yaml_mapping(p: Path) -> dict:
+    """A YAML file whose top level is a mapping (or empty); anything else is a ConfigError."""
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read the file ({e.strerror or e})", file=str(p)) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"invalid UTF-8 at line {line} (byte {e.start}); save the file as UTF-8", file=str(p)) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML: {yaml_problem(e)}", file=str(p)) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"top level must be a mapping, got {type(loaded).__name__}", file=str(p))
+    return loaded or {}
 
 
 def validate(cfg: CSTConfig, file: str | None = None) -> None:
@@ -160,6 +182,10 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
         "must be >= generation.pool.min_actors",
     )
     need(cfg.generation.pool.batch_size >= 1, "generation.pool.batch_size", "must be >= 1")
+    e = cfg.generation.engine
+    need(e.max_new_tokens >= 1, "generation.engine.max_new_tokens", "must be >= 1")
+    need(e.max_model_len > e.max_new_tokens, "generation.engine.max_model_len",
+         f"must be > generation.engine.max_new_tokens ({e.max_new_tokens}): prompts need room too")
     need(cfg.generation.pool.batches_in_flight >= 1, "generation.pool.batches_in_flight", "must be >= 1")
     need(cfg.generation.critique.principles_per_prompt >= 1, "generation.critique.principles_per_prompt", "must be >= 1")
     need(cfg.generation.critique.revision_rounds >= 1, "generation.critique.revision_rounds", "must be >= 1")
