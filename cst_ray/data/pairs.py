@@ -134,3 +134,25 @@ def augment_s0(pairs: list[dict], *, s0: str, wordings: list[str], seed: int = 0
 
 def to_table(pairs: list[dict]) -> pa.Table:
     return pa.Table.from_pylist([{k: p[k] for k in PAIR_FIELDS} for p in pairs], schema=PAIR_SCHEMA)
+
+
+MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+TRL_SCHEMA = pa.schema([("prompt", pa.list_(MESSAGE_TYPE)), ("chosen", pa.list_(MESSAGE_TYPE)),
+                        ("rejected", pa.list_(MESSAGE_TYPE))])
+
+
+def to_trl_table(pairs: pa.Table) -> pa.Table:
+    """A pairs table (PAIR_FIELDS) in TRL's conversational preference format, row for row:
+    `prompt` = [system turn, user turn], `chosen` / `rejected` = [assistant turn]. The system
+    turn carries the pair's system prompt, which is what makes the preference flip in CST."""
+    cols = {c: pairs.column(c).to_pylist() for c in ("system", "prompt", "chosen", "rejected")}
+
+    def turn(role: str, texts: list[str]) -> list[dict]:
+        return [{"role": role, "content": t} for t in texts]
+
+    prompts = [[s, u] for s, u in zip(turn("system", cols["system"]), turn("user", cols["prompt"]))]
+    return pa.Table.from_arrays(
+        [pa.array(prompts, pa.list_(MESSAGE_TYPE)),
+         pa.array([[m] for m in turn("assistant", cols["chosen"])], pa.list_(MESSAGE_TYPE)),
+         pa.array([[m] for m in turn("assistant", cols["rejected"])], pa.list_(MESSAGE_TYPE))],
+        schema=TRL_SCHEMA)

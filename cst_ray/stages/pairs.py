@@ -1,4 +1,8 @@
-"""Stage 2, pairs: CST pairs mirrored per system prompt, the DPO baseline, benign pairs, reference log-probs."""
+"""Stage 2, pairs: CST pairs mirrored per system prompt, the DPO baseline, benign pairs, reference log-probs.
+
+Writes pairs/{cst,dpo}.parquet (flat: system, prompt, chosen, rejected, id, task) and the same
+rows in TRL's conversational preference format, pairs/trl/{cst,dpo}.parquet: `prompt` = system +
+user turns, `chosen` / `rejected` = one assistant turn (`datasets.load_dataset("parquet", ...)`)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from cst_ray.data.pairs import (
     mirror_pairs,
     read_pair_file,
     to_table,
+    to_trl_table,
 )
 from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.dataio.shards import read_shards
@@ -59,6 +64,7 @@ def build_pairs(cfg: CSTConfig) -> dict:
         tables, stats["reference_logps"] = add_reference_logps(cfg, tables, out)
     for mode, table in tables.items():
         atomic_write_table(table, out / f"{mode}.parquet")
+        atomic_write_table(to_trl_table(table), out / "trl" / f"{mode}.parquet")  # TRL's preference format
         stats[f"{mode}_pairs"] = table.num_rows
     write_stage_stats(cfg, "pairs", stats)
     log.info(f"pairs: {stats['cst_pairs']} CST pairs, {stats['dpo_pairs']} DPO-baseline pairs")
