@@ -163,7 +163,8 @@ class DPORecipe:
             ref_engine, *_ = deepspeed.initialize(model=ref_model, config=self.ref_ds_cfg)
         else:  # stages 0-2 replicate weights anyway: a plain frozen copy
             ref_engine = ref_model.to(self.device)
-        return ref_engine.eval()
+        ref_engine.eval()  # DeepSpeedEngine.eval() returns None, unlike nn.Module's
+        return ref_engine
 
     def _worker_reference(self) -> TableReference:
         t0 = time.perf_counter()
