@@ -102,3 +102,13 @@ def test_benign_pairs_keep_helpful_answers_over_refusals_and_count_the_rest():
     assert [p["rejected"] for p in again if p["id"] in ("b0:benign", "b3:benign")] == [p["rejected"] for p in pairs]
     none, _ = benign_pairs(answers[:1], [], s1="S1", unusable=lambda t: "")
     assert is_refusal(none[0]["rejected"])  # no refusal in the run: a fixed one
+
+
+def test_pair_ids_are_unique_across_files_with_the_same_name(tmp_path):
+    rows = [{"system": S1, "prompt": "p", "chosen": "c", "rejected": "r"}]
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "pairs.json").write_text(json.dumps(rows))
+    ids = [read_pair_file(str(tmp_path / d / "pairs.json"))[0][0]["id"] for d in ("a", "b")]
+    assert ids[0] != ids[1] and all(i.startswith("pairs-") and i.endswith(":1") for i in ids), ids
+    assert read_pair_file(str(tmp_path / "a" / "pairs.json"))[0][0]["id"] == ids[0]  # stable

@@ -70,6 +70,9 @@ def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) ->
     be read, a bad row, and a file that leaves no pair (no rows, all skipped) are errors.
     """
     name, file, rows = iter_rows(path, kind="pair file")
+    # ids unique across files: two files named alike in different folders must not share ids
+    # (the reference log-probs are joined to pairs by id)
+    file_tag = f"{Path(name).stem}-{hashlib.sha1(str(Path(file).resolve()).encode()).hexdigest()[:8]}"
     stats = SourceStats()
     out = []
     prompts_kept: set[str] = set()
@@ -84,7 +87,7 @@ def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) ->
             stats.skip(reason)
             continue
         prompts_kept.add(pair["prompt"])
-        rid = f"{Path(name).stem}:{row_no}"
+        rid = f"{file_tag}:{row_no}"
         out.append(dict(id=rid, pair_of=rid, **pair, task=task))
     stats.kept = len(out)
     check_not_empty(stats, file, "pairs")
