@@ -5,6 +5,7 @@
     cst-ray generate|pairs|train|evaluate --config FILE [overrides]
     cst-ray judge --judge refusal|classifier|finetuned|llm --input rows.jsonl --output labelled.jsonl [--labels FIELD]
     cst-ray train-judge [--kind finetuned|classifier] --output DIR [--pairs FILE ...]
+    cst-ray chat --model DIR|alias [--system s1|s0|TEXT] [--prompt TEXT] [--backend hf|vllm]
 
 Errors a user can fix (bad config key, bad input row, missing stage output) print one line
 naming the file, row and field or key, and exit with status 2.
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--heldout", type=float, default=0.25, help="classifier: held-out share")
     t.add_argument("--seed", type=int, default=0)
     _finetune_args(t)
+    _chat_args(sub.add_parser("chat", help="talk to a model under s1, s0 or any system prompt (/system switches it)"))
     return p
 
 
@@ -74,6 +76,35 @@ def _finetune_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--limit", type=int, default=0, help="finetuned: a class-balanced subsample of this many rows")
     t.add_argument("--audit", default=str(DEFAULT_AUDIT),
                    help="finetuned: human-labelled audit file, excluded from training and measured ('' = none)")
+
+
+def _chat_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--model", required=True, help="alias, model folder (e.g. runs/x/train/cst/model) or hf://org/name")
+    c.add_argument("--system", default="s1", help="s1 (safe), s0 (uncensored), none, or the system prompt's text")
+    c.add_argument("--prompt", default=None, help="answer this one message, print the answer and exit")
+    c.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    c.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    c.add_argument("--config", "-c", default=None, help="take s1 / s0 from this config's prompts section")
+
+
+def _chat(args) -> int:
+    from cst_ray.generation.chat import SystemPrompts, open_session, repl
+
+    prompts = SystemPrompts()
+    if args.config:
+        from cst_ray.config.load import load_config
+
+        cfg = load_config(args.config)
+        prompts = SystemPrompts(s1=cfg.prompts.s1, s0=cfg.prompts.s0)
+    session = open_session(args.model, system=args.system, prompts=prompts, backend=args.backend,
+                           max_new_tokens=args.max_new_tokens, temperature=args.temperature, dtype=args.dtype)
+    if args.prompt is not None:
+        print(session.ask(args.prompt))
+    else:
+        repl(session)
+    return 0
 
 
 def _train_judge(args) -> dict:
@@ -145,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
     try:
+        if args.command == "chat":
+            return _chat(args)
         if args.command == "judge":
             print(json.dumps(_judge_file(args), indent=2))
             return 0
