@@ -2,6 +2,7 @@
 only for the settings it was made with."""
 
 import json
+import time
 
 import pytest
 
@@ -57,3 +58,30 @@ def test_actor_pool_accounts_for_every_id():
         _account("generate", {"a", "b"}, {"a"})
     with pytest.raises(StageError, match=r"1 came back unasked \(first: \['z'\]\)"):
         _account("generate", {"a", "b"}, {"a", "b", "z"})
+
+
+def test_training_progress_line_reads_metrics_as_they_grow(tmp_path):
+    import logging
+
+    from cst_ray.training.progress import TrainingProgress, progress_line
+
+    m = {"step": 5, "loss": 0.6, "rewards/margins": 0.2, "rewards/accuracies": 0.75, "tokens_per_s": 140.0}
+    assert progress_line(m, 10, 50.0) == "[train] step 5/10  loss 0.6000  margin 0.200  acc 0.75  140 tok/s  ETA 50s"
+    path = tmp_path / "metrics.jsonl"
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    logger = logging.getLogger("cst_ray.training.progress")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with TrainingProgress(path, 10, interval_s=0.05):
+            path.write_text(json.dumps(dict(m, step=1)) + "\n")
+            time.sleep(0.3)
+            with open(path, "a") as f:
+                f.write(json.dumps(dict(m, step=2)) + "\n" + '{"step": 3')  # a line still being written
+            time.sleep(0.3)
+    finally:
+        logger.removeHandler(handler)
+    steps = [m.split()[2] for m in records if m.startswith("[train]")]
+    assert steps == ["1/10", "2/10"], steps

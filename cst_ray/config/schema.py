@@ -260,6 +260,10 @@ class RayConfig:
     # read/write tasks run beside engine actors.
     num_cpus: int = 0
     object_store_mb: int = 1024
+    # Output of Ray's worker processes (engines, training workers, Ray's own actors) on the
+    # console too (`cst-ray --verbose` sets it); otherwise it stays in Ray's session log folder,
+    # linked from <run_dir>/logs/ray-session. A submitted job always streams it.
+    log_to_driver: bool = False
 
 
 @dataclass

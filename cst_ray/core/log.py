@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 _HANDLER_NAME = "cst-ray-stderr"
 
@@ -20,3 +21,40 @@ def setup_logging(verbose: bool = False) -> None:
     handler.setFormatter(logging.Formatter("[cst-ray] %(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
+
+
+def attach_run_log(run_dir: str | Path, verbose: bool = False) -> Path:
+    """Everything the driver logs (cst-ray, Ray, Python warnings) also goes to
+    <run_dir>/logs/driver.log; on the console only cst-ray's lines and errors, unless `verbose`.
+    Ray's worker logs are linked as <run_dir>/logs/ray-session once Ray has started
+    (`link_ray_session_logs`). -> the log folder."""
+    logs = Path(run_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = str((logs / "driver.log").resolve())
+    root = logging.getLogger()
+    fh = next((h for h in root.handlers if getattr(h, "baseFilename", None) == path), None)
+    if fh is None:
+        fh = logging.FileHandler(path)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        for name in ("", "cst_ray", "ray", "py.warnings"):  # cst_ray and ray do not propagate to the root
+            logging.getLogger(name).addHandler(fh)
+        root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger
+    logging.getLogger("py.warnings").propagate = verbose
+    if not verbose:
+        for h in logging.getLogger("ray").handlers:
+            if type(h) is logging.StreamHandler:
+                h.setLevel(logging.ERROR)
+    return logs
+
+
+def link_ray_session_logs(run_dir: str | Path) -> None:
+    """<run_dir>/logs/ray-session -> this Ray session's folder (worker stdout/stderr files)."""
+    session = Path("/tmp/ray/session_latest")
+    link = Path(run_dir) / "logs" / "ray-session"
+    if session.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink():
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(session.resolve())

@@ -124,8 +124,9 @@ class Progress:
             return
         self._last, self._last_rows = now, rows
         dt = max(now - self.t0, 1e-9)
-        log.info("[%s] %d/%d rows  %.2f rows/s  %.1f generated tok/s  %.0fs", self.label, rows, self.total,
-                 rows / dt, tokens / dt, dt)
+        eta = f"ETA {(self.total - rows) * dt / rows:.0f}s" if 0 < rows < self.total else ""
+        log.info("[%s] %d/%d rows  %.2f rows/s  %.1f generated tok/s  %.0fs %s", self.label, rows, self.total,
+                 rows / dt, tokens / dt, dt, eta)
 
 
 def run_actor_map(

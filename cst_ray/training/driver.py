@@ -16,6 +16,7 @@ from cst_ray.core.errors import StageError
 from cst_ray.core.faults import FAULTS_ENV
 from cst_ray.core.stats import read_metrics
 from cst_ray.core.storage import resolve_storage
+from cst_ray.training.progress import TrainingProgress
 from cst_ray.training.spec import ModelCardInfo, WorkerSpec, plan_steps
 from cst_ray.training.tokenize import tokenize_pairs
 
@@ -64,55 +65,23 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
     Writes `out_dir/model` (merged HF export), `out_dir/metrics.jsonl`; checkpoints go under
     `storage_path` (default `out_dir/checkpoints`).
     """
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from cst_ray.training.recipe import train_loop_per_worker
-
-    tc = cfg.train
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    # max_calls=1: the task's process exits afterwards instead of idling with a tokenizer loaded
-    task = ray.remote(num_returns=2, max_calls=1, num_cpus=1)(tokenize_for_training)
-    rows_ref, meta_ref = task.remote(pairs, model_path, cfg.model.trust_remote_code, tc.max_length,
-                                     tc.min_response_tokens)
-    meta = ray.get(meta_ref)
-    if not meta["n_rows"]:
-        raise StageError("no trainable pairs after tokenization (see train.max_length)")
-    if tc.reference == "precomputed":
-        if meta["missing_reference"]:
-            raise StageError(f"train.reference=precomputed but {meta['missing_reference']} of {meta['n_rows']} pairs have "
-                             f"no reference log-probs (first: {meta['first_missing_reference']}); set "
-                             f"pairs.reference_logps: true and re-run "
-                             f"`cst-ray pairs` with the same train.max_length")
-    plan = plan_steps(meta["n_rows"], tc)
+    rows_ref, meta = _tokenize(cfg, pairs, model_path)
+    plan = plan_steps(meta["n_rows"], cfg.train)
     if plan.steps_per_epoch < 1:
         raise StageError(f"{meta['n_rows']} pairs cannot fill one global batch of {plan.global_batch} "
                          f"(train.num_workers x train.micro_batch_size x train.grad_accum)")
     spec = WorkerSpec(
-        train=tc, model_path=model_path, trust_remote_code=cfg.model.trust_remote_code,
+        train=cfg.train, model_path=model_path, trust_remote_code=cfg.model.trust_remote_code,
         pad_token_id=meta["pad_token_id"], data_ref=rows_ref, n_pairs=meta["n_rows"], plan=plan,
         metrics_path=str(out_dir / "metrics.jsonl"), export_dir=str(out_dir / "model"),
         card=ModelCardInfo(base_name=cfg.model.name_or_path, method=method, s1=cfg.prompts.s1, s0=cfg.prompts.s0,
                            data_note=_data_note(cfg)),
     )
-    storage = resolve_storage(storage_path or str(out_dir / "checkpoints"))
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"spec": spec},
-        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
-                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
-        run_config=RunConfig(
-            name=RUN_NAME,
-            storage_path=storage,
-            checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=tc.max_failures),
-            worker_runtime_env=_passthrough_env(),
-        ),
-    )
-    result = trainer.fit()
+    trainer = _trainer(spec, resolve_storage(storage_path or str(out_dir / "checkpoints")))
+    with TrainingProgress(out_dir / "metrics.jsonl", plan.total_steps, label=f"train:{method.lower()}"):
+        result = trainer.fit()
     if result.error:
         raise result.error
     metrics = read_metrics(out_dir / "metrics.jsonl")
@@ -126,3 +95,46 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "model_dir": str(out_dir / "model"),
     }
+
+
+def _tokenize(cfg: CSTConfig, pairs: list[dict], model_path: str):
+    """Tokenize in a one-shot Ray task -> (ObjectRef of the rows, meta); checks the result."""
+    import ray
+
+    tc = cfg.train
+    # max_calls=1: the task's process exits afterwards instead of idling with a tokenizer loaded
+    task = ray.remote(num_returns=2, max_calls=1, num_cpus=1)(tokenize_for_training)
+    rows_ref, meta_ref = task.remote(pairs, model_path, cfg.model.trust_remote_code, tc.max_length,
+                                     tc.min_response_tokens)
+    meta = ray.get(meta_ref)
+    if not meta["n_rows"]:
+        raise StageError("no trainable pairs after tokenization (see train.max_length)")
+    if tc.reference == "precomputed" and meta["missing_reference"]:
+        raise StageError(f"train.reference=precomputed but {meta['missing_reference']} of {meta['n_rows']} pairs have "
+                         f"no reference log-probs (first: {meta['first_missing_reference']}); set "
+                         f"pairs.reference_logps: true and re-run `cst-ray pairs` with the same train.max_length")
+    return rows_ref, meta
+
+
+def _trainer(spec: WorkerSpec, storage: str):
+    """The TorchTrainer: workers, checkpoints (kept, stored), restarts after a lost worker."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from cst_ray.training.recipe import train_loop_per_worker
+
+    tc = spec.train
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec},
+        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
+                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=tc.max_failures),
+            worker_runtime_env=_passthrough_env(),
+        ),
+    )
