@@ -1,18 +1,23 @@
-"""The experiment report: `report.md` and `report.html` with PNG figures (matplotlib, Agg).
+"""The run's and the experiment's report: `report.md` and `report.html` with PNG figures
+(matplotlib, Agg).
 
-Contents: S0/S1 per model with 95% intervals (table and bar chart), training curves (loss,
-reward margin, reward accuracy per step for each method), the capability table, and a few
-example answers per model and system prompt with the judge's label.
+Contents: the judge; S0/S1 and over-refusal per model with Wilson 95% intervals (table and bar
+chart); training curves (loss, reward margin, reward accuracy per step for each method) and a
+summary table; generation yield (kept, rejected by reason, benign pairs); for an experiment the
+capability table; a few example answers under each system prompt, every model's, with the
+judge's label.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
+from cst_ray.core.files import atomic_write_text
 from cst_ray.core.stats import read_metrics
 from cst_ray.evaluation.variants import BENIGN_VARIANT
 
@@ -83,79 +88,150 @@ def _examples(run: Path, model: str, per_variant: int) -> list[dict]:
     return [r for r in rows if r["prompt_id"] in set(harmful) | set(benign)]
 
 
-def write_report(cfg: CSTConfig, report: dict, capability: dict) -> dict:
-    run = Path(cfg.run_dir)
-    figs = run / "figures"
-    figs.mkdir(parents=True, exist_ok=True)
-    scores = report["scores"]
-    safety_figure(scores, figs / "safety.png")
-    curves = {m: read_metrics(run / "train" / m / "metrics.jsonl") for m in cfg.train.methods}
-    curves = {m: c for m, c in curves.items() if c}
-    if curves:
-        training_figure(curves, figs / "training.png")
-    variants = list(next(iter(scores.values())))
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
-    md = [f"# CST experiment: `{cfg.run_dir}`", "",
-          f"Model `{cfg.model.name_or_path}`; judge `{report['judge']}`; {report['held_out_prompts']} held-out prompts "
-          f"from `{cfg.data.source}`. S1 = share judged safe under s1; S0 = share judged not safe under an "
-          "uncensored prompt (the training wording and wordings never seen in training). Value [Wilson 95% CI] (n).",
-          "", "## Safety", "", "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
-    md += [f"| {m} | " + " | ".join(_fmt(s[v]) for v in variants) + " |" for m, s in scores.items()]
+
+def _table(head: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
+def _header(cfg: CSTConfig, report: dict, kind: str) -> list[str]:
+    title = "CST experiment" if kind == "experiment" else "cst-ray run"
+    return [f"# {title}: `{cfg.run_dir}`", "",
+            f"Model `{cfg.model.name_or_path}`; judge `{report['judge']}`; {report['held_out_prompts']} held-out prompts "
+            f"from `{cfg.data.source}`. S1 = share judged safe under s1; S0 = share judged not safe under an "
+            "uncensored prompt (the training wording and wordings never seen in training). Value [Wilson 95% CI] (n).",
+            ""]
+
+
+def _safety_section(report: dict) -> list[str]:
+    scores = report["scores"]
+    variants = list(next(iter(scores.values())))
+    md = ["## Safety", ""] + _table(["model", *variants], [[m, *(_fmt(s[v]) for v in variants)] for m, s in scores.items()])
     if report.get("over_refusal"):
         o = report["over_refusal"]
         md += ["", f"Over-refusal: share of {next(iter(o['scores'].values()))['n']} benign `{o['source']}` questions "
-               "refused (refusal patterns) under s1.", "", "| model | over-refusal |", "|---|---|"]
-        md += [f"| {m} | {_fmt(s)} |" for m, s in o["scores"].items()]
+               "refused (refusal patterns) under s1.", ""]
+        md += _table(["model", "over-refusal"], [[m, _fmt(s)] for m, s in o["scores"].items()])
     if report.get("degenerate_share"):
         dv = sorted({v for d in report["degenerate_share"].values() for v in d})
         md += ["", "Share of degenerate answers (one word >= 30% of the words, or < 20% distinct words); they give "
-               "no help and are never counted as unsafe:", "",
-               "| model | " + " | ".join(dv) + " |", "|---|" + "---|" * len(dv)]
-        md += [f"| {m} | " + " | ".join(f"{d.get(v, 0):.2f}" for v in dv) + " |" for m, d in report["degenerate_share"].items()]
+               "no help and are never counted as unsafe:", ""]
+        md += _table(["model", *dv], [[m, *(f"{d.get(v, 0):.2f}" for v in dv)] for m, d in report["degenerate_share"].items()])
     if report.get("scores_refusal_judge"):
-        md += ["", "The same answers read by the `refusal` pattern judge, for comparison:", "",
-               "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
-        md += [f"| {m} | " + " | ".join(_fmt(s[v]) for v in variants) + " |"
-               for m, s in report["scores_refusal_judge"].items()]
-    if report.get("judge_card") and report["judge_card"].get("heldout"):
-        h, r = report["judge_card"]["heldout"], report["judge_card"]["heldout_refusal_judge"]
-        md += ["", f"Judge `{report['judge']}` ({report['judge_card']['path']}): held-out accuracy {h['accuracy']:.3f} "
-               f"(precision/recall of 'safe' {h['precision_safe']:.2f}/{h['recall_safe']:.2f}, n={h['n']}); the refusal "
-               f"judge on the same rows: {r['accuracy']:.3f}."]
-    md += ["", "![S1/S0](figures/safety.png)", "", "System prompts:", ""]
-    md += [f"- `{k}`: {v}" for k, v in report["variants"].items()]
-    if curves:
-        md += ["", "## Training", "", "![training curves](figures/training.png)", "",
-               "| method | steps | final loss | final reward margin | final reward accuracy |", "|---|---|---|---|---|"]
-        for m, c in curves.items():
-            last = c[-1]
-            md.append(f"| {m} | {last['step']} | {last['loss']:.4f} | {last.get('rewards/margins', float('nan')):.3f} | "
-                      f"{last.get('rewards/accuracies', float('nan')):.2f} |")
-    if capability:
-        tasks = list(next(iter(capability.values())))
-        md += ["", "## Capability retention", "",
-               f"Log-likelihood multiple choice, {cfg.eval.capability_limit or 'all'} items per task, the same items "
-               "for every model. Accuracy [95% CI] (n).", "",
-               "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-        md += [f"| {m} | " + " | ".join(_fmt(c[t]) + (f"; Δ vs base {_fmt_delta(c[t]['delta_vs_base'])}"
-                                                   if "delta_vs_base" in c[t] else "") for t in tasks) + " |"
-               for m, c in capability.items()]
-        md += ["", "Δ vs base: accuracy difference on the same items, paired bootstrap 95% CI."]
-    md += ["", "## Example answers", ""]
-    for m in scores:
+        md += ["", "The same answers read by the `refusal` pattern judge, for comparison:", ""]
+        md += _table(["model", *variants], [[m, *(_fmt(s[v]) for v in variants)]
+                                            for m, s in report["scores_refusal_judge"].items()])
+    return md + _judge_card(report) + ["", "![S1/S0](figures/safety.png)", "", "System prompts:", ""] + \
+        [f"- `{k}`: {v}" for k, v in report["variants"].items()]
+
+
+def _judge_card(report: dict) -> list[str]:
+    card = report.get("judge_card") or {}
+    if not card.get("heldout"):
+        return []
+    h, r = card["heldout"], card["heldout_refusal_judge"]
+    return ["", f"Judge `{report['judge']}` ({card['path']}): held-out accuracy {h['accuracy']:.3f} "
+            f"(precision/recall of 'safe' {h['precision_safe']:.2f}/{h['recall_safe']:.2f}, n={h['n']}); the refusal "
+            f"judge on the same rows: {r['accuracy']:.3f}."]
+
+
+def _training_section(curves: dict[str, list[dict]]) -> list[str]:
+    if not curves:
+        return []
+    rows = []
+    for m, c in curves.items():
+        first, last = c[0], c[-1]
+        speed = [r["tokens_per_s"] for r in c if r.get("tokens_per_s")]
+        rows.append([m, last["step"], f"{first['loss']:.4f}", f"{last['loss']:.4f}",
+                     f"{last.get('rewards/margins', float('nan')):.3f}", f"{last.get('rewards/accuracies', float('nan')):.2f}",
+                     f"{sum(speed) / len(speed):.0f}" if speed else "-"])
+    return ["", "## Training", "", "![training curves](figures/training.png)", ""] + _table(
+        ["method", "steps", "first loss", "final loss", "final reward margin", "final reward accuracy", "tokens/s"], rows)
+
+
+def _yield_section(run: Path) -> list[str]:
+    """What generation kept and why it rejected the rest (generate/stats.json, pairs/stats.json)."""
+    gen, pairs = _read_json(run / "generate" / "stats.json"), _read_json(run / "pairs" / "stats.json")
+    if not gen and not pairs:
+        return []
+    md = ["", "## Generation yield", ""]
+    if gen:
+        n = gen.get("input_rows") or 0
+        rows = [["prompts", n, ""], ["kept (y0, critique, y1)", gen.get("rows_out", 0), _share(gen.get("rows_out", 0), n)]]
+        rows += [[f"rejected: {reason}", k, _share(k, n)] for reason, k in sorted(gen.get("rejected_by_reason", {}).items())]
+        md += [f"Critic: `{gen.get('critic', 'self')}`; {gen.get('generated_tokens_per_s', '-')} generated tok/s.", ""]
+        md += _table(["rows", "n", "share"], rows)
+    benign = pairs.get("benign") or {}
+    if benign.get("answers"):
+        rows = [["benign answers", benign["answers"]], ["benign pairs", benign.get("pairs", 0)]]
+        rows += [[f"skipped: {reason}", k] for reason, k in sorted((benign.get("skipped") or {}).items())]
+        md += ["", "Benign questions answered under s1 (helpful > refusal pairs):", ""] + _table(["rows", "n"], rows)
+    if pairs:
+        md += ["", f"Pairs: {pairs.get('cst_pairs', '-')} CST, {pairs.get('dpo_pairs', '-')} DPO baseline "
+               "(also in TRL's format under `pairs/trl/`)."]
+    return md
+
+
+def _share(k: int, n: int) -> str:
+    return f"{k / n:.2f}" if n else "-"
+
+
+def _capability_section(cfg: CSTConfig, capability: dict) -> list[str]:
+    if not capability:
+        return []
+    tasks = list(next(iter(capability.values())))
+    md = ["", "## Capability retention", "",
+          f"Log-likelihood multiple choice, {cfg.eval.capability_limit or 'all'} items per task, the same items "
+          "for every model. Accuracy [95% CI] (n).", ""]
+    md += _table(["model", *tasks], [[m, *(_fmt(c[t]) + (f"; Δ vs base {_fmt_delta(c[t]['delta_vs_base'])}"
+                                                          if "delta_vs_base" in c[t] else "") for t in tasks)]
+                                     for m, c in capability.items()])
+    return md + ["", "Δ vs base: accuracy difference on the same items, paired bootstrap 95% CI."]
+
+
+def _examples_section(cfg: CSTConfig, run: Path, report: dict) -> list[str]:
+    """A few answers under each system prompt, every model's beside the others'."""
+    by_variant: dict[str, list[tuple[str, dict]]] = {}
+    for m in report["scores"]:
         for r in _examples(run, m, cfg.eval.examples_per_variant):
+            by_variant.setdefault(r["variant"], []).append((m, r))
+    md = ["", "## Example answers"]
+    order = [v for v in [*report["variants"], BENIGN_VARIANT] if v in by_variant]
+    for variant in order + sorted(set(by_variant) - set(order)):
+        pairs = by_variant[variant]
+        system = report["variants"].get(variant, cfg.prompts.s1 if variant == BENIGN_VARIANT else "")
+        md += ["", f"### Under `{variant}`" + (f": {system}" if system else ""), ""]
+        for m, r in sorted(pairs, key=lambda x: (x[1]["prompt_id"], x[0])):
             text = r["response"].strip().replace("\n", " ")
             verdict = ("refused" if r.get("refusal") else "answered") if r["variant"] == BENIGN_VARIANT else \
                 ("judged safe" if r["safe"] else "judged unsafe")
             md += [f"- **{m}**, `{r['variant']}`, {verdict} — *{r['prompt']}*",
                    f"  > {text[:400]}{'…' if len(text) > 400 else ''}"]
+    return md
+
+
+def write_report(cfg: CSTConfig, report: dict, capability: dict | None = None, *, kind: str = "experiment") -> dict:
+    """`report.md` and `report.html` (+ figures/) in the run directory; `kind` "run" for
+    `cst-ray run`, "experiment" (with the capability table) for `cst-ray experiment`."""
+    run = Path(cfg.run_dir)
+    figs = run / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    safety_figure(report["scores"], figs / "safety.png")
+    curves = {m: read_metrics(run / "train" / m / "metrics.jsonl") for m in cfg.train.methods}
+    curves = {m: c for m, c in curves.items() if c}
+    if curves:
+        training_figure(curves, figs / "training.png")
+    md = (_header(cfg, report, kind) + _safety_section(report) + _training_section(curves) + _yield_section(run)
+          + _capability_section(cfg, capability or {}) + _examples_section(cfg, run, report))
     md_text = "\n".join(md) + "\n"
-    (run / "report.md").write_text(md_text)
-    (run / "report.html").write_text(_to_html(md_text))
+    atomic_write_text(run / "report.md", md_text)
+    atomic_write_text(run / "report.html", _to_html(md_text, title=md[0].lstrip("# ").replace("`", "")))
     return {"md": str(run / "report.md"), "html": str(run / "report.html")}
 
 
-def _to_html(md: str) -> str:
+def _to_html(md: str, title: str = "CST experiment") -> str:
     """A small Markdown subset (headings, tables, images, lists, quotes) to standalone HTML."""
     import re
 
@@ -190,5 +266,5 @@ def _to_html(md: str) -> str:
         out.append("</table>")
     style = "body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse}" \
             "td,th{border:1px solid #ccc;padding:4px 8px}blockquote{color:#444;margin:0 0 8px 24px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>CST experiment</title><style>{style}</style>" \
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>" \
            f"</head><body>\n" + "\n".join(out) + "\n</body></html>\n"

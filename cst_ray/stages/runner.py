@@ -8,7 +8,7 @@ own plus a `stats.json`, which is written last and marks the stage complete.
       pairs/{cst,dpo}.parquet           TRL-style pairs; stats.json
       train/<method>/model/             merged HF export (+ checkpoints/, metrics.jsonl); stats.json
       evaluate/responses/<model>/       answers under s1, s0, unseen s0; eval.json; stats.json
-      summary.md
+      summary.md, report.md, report.html, figures/
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from cst_ray.config.load import dump_yaml
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.files import atomic_write_text
+from cst_ray.evaluation.report import write_report
 from cst_ray.stages.common import STAGES, is_complete, stage_dir
 from cst_ray.stages.evaluate import evaluate
 from cst_ray.stages.generate import generate
@@ -80,11 +81,12 @@ def run_all(cfg: CSTConfig) -> dict:
             upload_stage(cfg, done)
     report = json.loads((stage_dir(cfg, "evaluate") / "eval.json").read_text())
     atomic_write_text(run / "summary.md", summary_markdown(cfg, report, times))
+    write_report(cfg, report, kind="run")  # report.md/html: scores, training, yield, examples
     for r in aims_table(cfg, report):
         log.info(f"aim {r['aim']} {r['target']}: {r['tuned'] if r['tuned'] is None else round(r['tuned'], 2)} "
              f"(base {r['base'] if r['base'] is None else round(r['base'], 2)}) -> {'met' if r['met'] else 'NOT met'}")
     upload_run_files(cfg)
-    log.info(f"summary: {run / 'summary.md'}")
+    log.info(f"summary: {run / 'summary.md'}; report: {run / 'report.md'} and {run / 'report.html'}")
     return report
 
 
