@@ -2,9 +2,13 @@
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -24,20 +28,41 @@ def _free_port() -> int:
             return port
 
 
+def _wait_listening(port: int, timeout_s: float, proc: subprocess.Popen) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        assert proc.poll() is None, "ray start --head exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+
+
 @pytest.fixture
 def ray_head(tmp_path):
+    """A head of our own: its own temp dir and ports, in its own process group (`--block`), so
+    the teardown stops exactly the processes it started and no other Ray of the user's."""
     port, dash, client = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"  # the CLI then sends the token from ~/.ray/auth_token
-    start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
-                            f"--ray-client-server-port={client}",
-                            "--num-cpus=4", "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180)
-    assert start.returncode == 0, start.stderr[-3000:]
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix socket paths end up inside
+    head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+                             f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}",
+                             "--num-cpus=4", "--disable-usage-stats"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "ray-head.log", "w"))
     try:
+        _wait_listening(dash, 180, head)
         yield f"http://127.0.0.1:{dash}", env
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_submit_tiny_pipeline(ray_head, tmp_path):

@@ -217,6 +217,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_failures: int = 1
     seed: int = 0
+    # Experiment tracking from rank 0: params, every step's metrics, the exported model.
+    # "mlflow" needs the `tracking` extra (mlflow-skinny); tracking_uri "" = a local file store
+    # at <run_dir>/mlruns, or any MLflow tracking URI (http://..., databricks, ...).
+    tracking: Literal["", "mlflow"] = ""
+    tracking_uri: str = ""
+    tracking_experiment: str = "cst-ray"
 
 
 @dataclass

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from cst_ray.config.schema import CSTConfig
-from cst_ray.core.errors import StageError
+from cst_ray.core.errors import MissingDependencyError, StageError
 from cst_ray.core.faults import FAULTS_ENV
 from cst_ray.core.stats import read_metrics
 from cst_ray.core.storage import resolve_storage
@@ -78,6 +78,7 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         metrics_path=str(out_dir / "metrics.jsonl"), export_dir=str(out_dir / "model"),
         card=ModelCardInfo(base_name=cfg.model.name_or_path, method=method, s1=cfg.prompts.s1, s0=cfg.prompts.s0,
                            data_note=_data_note(cfg)),
+        **_tracking(cfg, method),
     )
     trainer = _trainer(spec, resolve_storage(storage_path or str(out_dir / "checkpoints")))
     with TrainingProgress(out_dir / "metrics.jsonl", plan.total_steps, label=f"train:{method.lower()}"):
@@ -95,6 +96,19 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "model_dir": str(out_dir / "model"),
     }
+
+
+def _tracking(cfg: CSTConfig, method: str) -> dict:
+    """The WorkerSpec's tracking fields; a missing mlflow is an error before any worker starts."""
+    import importlib.util
+
+    if not cfg.train.tracking:
+        return {}
+    if importlib.util.find_spec("mlflow") is None:
+        raise MissingDependencyError("train.tracking: mlflow needs the `tracking` extra "
+                                     "(pip install -e '.[tracking]', i.e. mlflow-skinny)")
+    uri = cfg.train.tracking_uri or (Path(cfg.run_dir).resolve() / "mlruns").as_uri()
+    return {"tracking_uri": uri, "run_name": f"{Path(cfg.run_dir).name}-{method.lower()}"}
 
 
 def _tokenize(cfg: CSTConfig, pairs: list[dict], model_path: str):

@@ -52,6 +52,7 @@ from cst_ray.training.reference import (
     reference_pass,
 )
 from cst_ray.training.spec import WorkerSpec
+from cst_ray.training.tracking import build_tracker
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,14 @@ class DPORecipe:
 
     def run(self) -> None:
         self.setup()
-        self.reference = self.build_reference()
-        self.step = self.resume()
-        self.train()
-        self.export()
+        self.tracker = build_tracker(self.spec, self.rank)
+        try:
+            self.reference = self.build_reference()
+            self.step = self.resume()
+            self.train()
+            self.export()
+        finally:
+            self.tracker.close()
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -267,6 +272,7 @@ class DPORecipe:
                        **{"memory/param_partition_bytes": self.partition_bytes},
                        tokens_per_s=tok_total / max(now - self.t_last, 1e-9), tokens=tok_total)
         self.t_last = now
+        self.tracker.log_metrics(metrics, self.step)
         if self.rank == 0 and self.spec.metrics_path:
             with open(self.spec.metrics_path, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
@@ -304,6 +310,7 @@ class DPORecipe:
             state = self.engine.module.state_dict() if self.rank == 0 else None
         if self.rank == 0:
             export_model(state, self.spec)
+            self.tracker.log_export(self.spec.export_dir)
         dist.barrier()
 
 

@@ -48,3 +48,5 @@ class WorkerSpec:
     metrics_path: str = ""  # rank 0 appends one JSON line per step
     export_dir: str = ""  # merged HF export; "" = none
     card: ModelCardInfo | None = None
+    tracking_uri: str = ""  # resolved by the driver when train.tracking is on
+    run_name: str = ""  # the tracking run's name: <run_dir name>-<method>
