@@ -6,9 +6,12 @@
     cst-ray judge --judge refusal|classifier|finetuned|llm --input rows.jsonl --output labelled.jsonl [--labels FIELD]
     cst-ray train-judge [--kind finetuned|classifier] --output DIR [--pairs FILE ...]
     cst-ray chat --model DIR|alias [--system s1|s0|TEXT] [--prompt TEXT] [--backend hf|vllm]
+    cst-ray check --config FILE [overrides]     # only the checks below; prints what they found
 
 Errors a user can fix (bad config key, bad input row, missing stage output) print one line
-naming the file, row and field or key, and exit with status 2.
+naming the file, row and field or key, and exit with status 2 (`--debug`: with the traceback).
+Every stage command first checks the config and all input files, models, judge and output
+folders it will use (cst_ray.stages.preflight), before Ray starts.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 
-from cst_ray.core.errors import CSTError
+from cst_ray.core.errors import ConfigError, CSTError
 from cst_ray.core.log import setup_logging
 
 
@@ -31,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         ("train", "Ray Train + DeepSpeed ZeRO-3 DPO training"),
         ("evaluate", "S1 / S0 of the base and tuned models on held-out prompts"),
         ("experiment", "base vs DPO baseline vs CST on the same data, with report.md/html"),
+        ("check", "check the config and every input file, model and folder a run uses; start nothing"),
     ):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--config", "-c", default=None, help="YAML config (default: built-in defaults)")
@@ -61,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     _finetune_args(t)
     _chat_args(sub.add_parser("chat", help="talk to a model under s1, s0 or any system prompt (/system switches it)"))
+    for sp in [p, *sub.choices.values()]:  # `--debug` before or after the subcommand
+        sp.add_argument("--debug", action="store_true", default=False if sp is p else argparse.SUPPRESS,
+                        help="show the traceback of an input or config error")
     return p
 
 
@@ -110,6 +118,7 @@ def _chat(args) -> int:
 def _train_judge(args) -> dict:
     from cst_ray.config.schema import S1_DEFAULT
 
+    _check_judge_args(args)
     if args.kind == "classifier":
         from cst_ray.evaluation.judges.classifier import train_classifier_judge
 
@@ -130,12 +139,45 @@ def _train_judge(args) -> dict:
             "audit": card.get("audit")}
 
 
+def _check_judge_args(args) -> None:
+    """`judge` and `train-judge`: their files and folders, before any model loads."""
+    from pathlib import Path
+
+    from cst_ray.data.pairs import read_pair_file
+    from cst_ray.models.resolve import check_model
+    from cst_ray.stages.preflight import check_judge_folder, check_writable_dir
+
+    out = Path(args.output)
+    check_writable_dir(str(out if args.command == "train-judge" else out.parent), "--output")
+    if args.command == "judge" and out.is_dir():
+        raise ConfigError(f"{out} is a folder; expected an output file", key="--output")
+    pairs = args.pairs if args.command == "train-judge" else args.train_pairs
+    for f in pairs:
+        read_pair_file(f)
+    if args.command == "judge" and args.judge_path and args.judge in ("classifier", "finetuned"):
+        check_judge_folder(args.judge, args.judge_path, "--judge-path")
+    if args.command == "judge" and args.judge == "llm":
+        check_model(args.model, "--model")
+
+
 def _judge_file(args) -> dict:
     from cst_ray.core.errors import InputDataError
     from cst_ray.data.sources import iter_rows
     from cst_ray.evaluation.judges.build import build_judge
     from cst_ray.evaluation.metrics import binary_metrics, bootstrap_balanced_accuracy
 
+    _check_judge_args(args)
+    _, file, rows = iter_rows(args.input, kind="input file")
+    data = []
+    for row_no, obj in rows:
+        for fld in ("prompt", "response"):
+            if not isinstance(obj.get(fld), str):
+                raise InputDataError("missing or non-string field", file=file, row=row_no, field=fld)
+        if args.labels and str(obj.get(args.labels)) not in ("0", "1", "True", "False", "true", "false"):
+            raise InputDataError("label must be 0 or 1", file=file, row=row_no, field=args.labels)
+        data.append(obj)
+    if not data:
+        raise InputDataError("has no rows", file=file)
     judge_kwargs: dict = {"path": args.judge_path, "train_pairs": args.train_pairs}
     if args.judge == "finetuned":  # a first use builds the cached judge (minutes): show its progress on stderr
         import logging
@@ -145,17 +187,8 @@ def _judge_file(args) -> dict:
         from cst_ray.config.schema import EngineConfig, ModelConfig
         from cst_ray.models.resolve import resolve_model
 
-        judge_kwargs.update(model_path=resolve_model(ModelConfig(name_or_path=args.model)),
+        judge_kwargs.update(model_path=resolve_model(ModelConfig(name_or_path=args.model), key="--model"),
                             engine=EngineConfig(backend=args.backend))
-    _, file, rows = iter_rows(args.input)
-    data = []
-    for row_no, obj in rows:
-        for fld in ("prompt", "response"):
-            if not isinstance(obj.get(fld), str):
-                raise InputDataError("missing or non-string field", file=file, row=row_no, field=fld)
-        if args.labels and str(obj.get(args.labels)) not in ("0", "1", "True", "False", "true", "false"):
-            raise InputDataError("label must be 0 or 1", file=file, row=row_no, field=args.labels)
-        data.append(obj)
     verdicts = build_judge(args.judge, **judge_kwargs).judge([d["prompt"] for d in data], [d["response"] for d in data])
     with open(args.output, "w") as f:
         for d, v in zip(data, verdicts):
@@ -186,8 +219,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from cst_ray.config.load import load_config
         from cst_ray.stages import runner as stages
+        from cst_ray.stages.preflight import check_inputs
 
         cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides))
+        checked = check_inputs(cfg, args.command)  # before Ray starts: bad input stops here
+        if args.command == "check":
+            print(json.dumps(checked, indent=2))
+            return 0
         if args.command == "experiment":
             from cst_ray.experiment import run_experiment
 
@@ -203,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result["scores"], indent=2))
         return 0
     except CSTError as e:
-        print(f"cst-ray: error: {e}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        print(f"cst-ray: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, always
         return 2
 
 

@@ -206,6 +206,8 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(cfg.prompts.s1.strip() not in {w.strip() for w in cfg.prompts.s0_unseen + cfg.pairs.s0_augment},
          "prompts.s1", "must not be one of the uncensored wordings (prompts.s0_unseen, pairs.s0_augment)")
     need(cfg.data.benign_limit >= 0, "data.benign_limit", "must be >= 0")
+    need(cfg.pairs.use_generated or bool(cfg.pairs.extra_tasks), "pairs.extra_tasks",
+         "is empty while pairs.use_generated is false: there would be no pairs to train on")
     need(cfg.pairs.reference_dtype in ("auto", "float32", "bfloat16", "float16"), "pairs.reference_dtype",
          "must be auto, float32, bfloat16 or float16")
     need(cfg.eval.benign_source not in cfg.data.benign_sources, "data.benign_sources",

@@ -179,13 +179,14 @@ def _iter_json(p: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _iter_csv(p: Path) -> Iterator[tuple[int, dict]]:
-    reader = csv.DictReader(io.StringIO(_decode(p, _read_bytes(p), header_lines=1), newline=""))
+    """strict: a quote left open or a stray one is an error, not rows merged into one field."""
+    reader = csv.DictReader(io.StringIO(_decode(p, _read_bytes(p), header_lines=1), newline=""), strict=True)
     i = 0
     try:
         for i, obj in enumerate(reader, start=1):
             yield i, obj
     except csv.Error as e:
-        raise InputDataError(f"unreadable CSV: {_first_line(e)}", file=str(p), row=i + 1) from None
+        raise InputDataError(f"unreadable CSV: {_first_line(e)} (check the quotes)", file=str(p), row=i + 1) from None
 
 
 def _iter_parquet(p: Path) -> Iterator[tuple[int, dict]]:

@@ -7,7 +7,7 @@ import logging
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.files import atomic_write_table
-from cst_ray.data.sources import read_prompts, split_by_id
+from cst_ray.data.sources import max_prompt_chars, read_prompts, split_by_id
 from cst_ray.stages.common import is_complete, stage_dir, write_stage_stats
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,9 @@ def prepare_prompts(cfg: CSTConfig) -> dict:
     if is_complete(cfg, "prompts"):
         return json.loads((out / "stats.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
-    table, sstats = read_prompts(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field)
+    max_chars = max_prompt_chars(cfg.generation.engine.max_model_len)  # over-long rows: skipped, counted
+    table, sstats = read_prompts(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
+                                 max_chars=max_chars)
     train, held = split_by_id(table, cfg.data.eval_fraction, cfg.data.seed)
     if cfg.data.limit:
         train = train.slice(0, cfg.data.limit)
@@ -29,7 +31,7 @@ def prepare_prompts(cfg: CSTConfig) -> dict:
     atomic_write_table(held, out / "eval.parquet")
     stats = {"source": cfg.data.source, **sstats.as_dict(), "train_prompts": train.num_rows,
              "eval_prompts": held.num_rows, "eval_fraction": cfg.data.eval_fraction,
-             "not_used_by_limits": table.num_rows - train.num_rows - held.num_rows}
+             "not_used_by_limits": table.num_rows - train.num_rows - held.num_rows, "max_prompt_chars": max_chars}
     write_stage_stats(cfg, "prompts", stats)
     log.info(f"prompts: {train.num_rows} train / {held.num_rows} held-out from {cfg.data.source} "
          f"(skipped: {sstats.skipped or 'none'})")

@@ -1,0 +1,120 @@
+"""Checks that run before any stage work: every file and folder a command will read or write.
+
+The CLI calls `check_inputs(cfg, command)` right after loading the config, before Ray starts,
+so bad input stops it with one line (file, row and field, or the config key) instead of a
+failure minutes later inside an actor. The checks read the prompt and pair files in full (the
+same validation the stages run), and look at model and judge folders without loading them.
+
+    summary = check_inputs(cfg, "generate")   # {"prompts": {...}, "models": {...}, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from cst_ray.config.schema import CSTConfig
+from cst_ray.core.errors import ConfigError
+from cst_ray.data.constitution import load_constitution
+from cst_ray.data.pairs import read_pair_file
+from cst_ray.data.sources import max_prompt_chars, read_prompts
+from cst_ray.models.resolve import check_model
+from cst_ray.stages.common import is_complete
+
+ALL_PARTS = ("prompts", "generation", "pairs", "eval")
+# What each command reads besides the policy model and the run directory (every command).
+COMMAND_PARTS = {"generate": ("prompts", "generation"), "pairs": ("pairs",), "train": (),
+                 "evaluate": ("prompts", "eval"), "run": ALL_PARTS, "experiment": ALL_PARTS, "check": ALL_PARTS}
+
+
+def check_inputs(cfg: CSTConfig, command: str) -> dict:
+    """Check what `command` will read and write; -> a summary of what was found (counts,
+    skips by reason). Raises the first CSTError found."""
+    parts = set(COMMAND_PARTS.get(command, ()))  # other commands: the policy model and run_dir only
+    if not cfg.pairs.use_generated:
+        parts.discard("generation")
+    summary: dict = {"run_dir": check_writable_dir(cfg.run_dir, "run_dir")}
+    for key in ("run_uri", "train.storage_path"):
+        value = cfg.run_uri if key == "run_uri" else cfg.train.storage_path
+        if value and "://" not in value:
+            summary[key] = check_writable_dir(value, key)
+    summary["models"] = {"model.name_or_path": check_model(cfg.model.name_or_path)}
+    for part, fn in (("prompts", _prompts), ("generation", _generation), ("pairs", _pairs), ("eval", _eval)):
+        if part in parts:
+            summary.update(fn(cfg, summary["models"]))
+    return summary
+
+
+def check_writable_dir(path: str, key: str) -> str:
+    """A folder that exists and is writable, or can be created; else a ConfigError naming `key`."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{p} is a file, not a folder", key=key)
+    base = next((a for a in (p, *p.parents) if a.exists()), Path("."))
+    if not base.is_dir():
+        raise ConfigError(f"{p} cannot be created: {base} is a file", key=key)
+    try:
+        Path(tempfile.mkdtemp(prefix=".cst-ray-probe-", dir=base)).rmdir()
+    except OSError as e:
+        raise ConfigError(f"{p} is not writable ({e.strerror or e})", key=key) from None
+    return str(p)
+
+
+def _prompts(cfg: CSTConfig, models: dict) -> dict:
+    if is_complete(cfg, "prompts"):  # validated when it was made; the source may be gone since
+        return {"prompts": "complete"}
+    _, stats = read_prompts(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
+                            max_chars=max_prompt_chars(cfg.generation.engine.max_model_len))
+    return {"prompts": stats.as_dict()}
+
+
+def _generation(cfg: CSTConfig, models: dict) -> dict:
+    g = cfg.generation
+    if g.critic.name_or_path:
+        models["generation.critic.name_or_path"] = check_model(g.critic.name_or_path, "generation.critic.name_or_path")
+    principles = load_constitution(g.critique.constitution)
+    benign = {s: read_prompts(s, limit=cfg.data.benign_limit)[1].as_dict() for s in cfg.data.benign_sources}
+    return {"principles": len(principles), "benign_sources": benign}
+
+
+def _pairs(cfg: CSTConfig, models: dict) -> dict:
+    p = cfg.pairs
+    extra = {f: read_pair_file(f, limit=p.extra_tasks_limit, tasks=tuple(p.extra_tasks_select))[1].as_dict()
+             for f in p.extra_tasks}
+    return {"extra_tasks": extra}
+
+
+def _eval(cfg: CSTConfig, models: dict) -> dict:
+    e = cfg.eval
+    out: dict = {"judge": e.judge}
+    if e.benign_limit:
+        out["eval_benign"] = read_prompts(e.benign_source)[1].as_dict()
+    if e.judge == "llm" and e.judge_model:
+        models["eval.judge_model"] = check_model(e.judge_model, "eval.judge_model")
+    if e.judge in ("classifier", "finetuned"):
+        if e.judge_path:
+            check_judge_folder(e.judge, e.judge_path, "eval.judge_path")
+        for f in e.judge_train_pairs:
+            read_pair_file(f)
+    return out
+
+
+def check_judge_folder(kind: str, path: str, key: str) -> None:
+    """A `cst-ray train-judge --kind <kind>` folder: its card (JSON) and weights are there."""
+    from cst_ray.evaluation.judges import classifier, finetuned
+
+    weights = classifier.WEIGHTS_FILE if kind == "classifier" else finetuned.WEIGHTS_FILE
+    d = Path(path)
+    if not d.is_dir():
+        raise ConfigError(f"judge folder {d} {'is a file' if d.exists() else 'not found'}", key=key)
+    for name in (finetuned.CARD_FILE, weights) + (("config.json",) if kind == "finetuned" else ()):
+        if not (d / name).is_file():
+            raise ConfigError(f"judge folder {d} has no {name}; train one with "
+                              f"`cst-ray train-judge --kind {kind} --output {d}`", key=key)
+    try:
+        card = json.loads((d / finetuned.CARD_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{d / finetuned.CARD_FILE} is not readable JSON ({type(e).__name__})", key=key) from None
+    if not isinstance(card, dict) or (kind == "finetuned" and not isinstance(card.get("recipe"), dict)):
+        raise ConfigError(f"{d / finetuned.CARD_FILE} is not a {kind} judge card", key=key)
