@@ -64,6 +64,11 @@ def check_writable_dir(path: str, key: str) -> str:
 def _prompts(cfg: CSTConfig, models: dict) -> dict:
     if is_complete(cfg, "prompts"):  # validated when it was made; the source may be gone since
         return {"prompts": "complete"}
+    if cfg.run_uri:  # a run resumed elsewhere fetches its prompts from run_uri
+        from cst_ray.core import storage
+
+        if storage.exists(storage.join(cfg.run_uri, "prompts", "stats.json")):
+            return {"prompts": "complete at run_uri"}
     _, stats = read_prompts(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
                             max_chars=max_prompt_chars(cfg.generation.engine.max_model_len))
     return {"prompts": stats.as_dict()}
