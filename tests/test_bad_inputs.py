@@ -10,6 +10,7 @@ user-reported ones plus one of each kind also through `python -m cst_ray.cli` in
 import json
 import logging
 import os
+import sys
 
 import pytest
 from bad_inputs.cases import CASES, Case, jsonl, model_folder, parquet
@@ -67,6 +68,8 @@ def test_bad_input(case: Case, tmp_path, capfd, monkeypatch):
     rc = main(args)
     out, err = capfd.readouterr()
     _check_outcome(case, rc, out, err, f, str(tmp_path))
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "the checks must stop bad input before Ray starts"
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in THROUGH_SUBPROCESS],

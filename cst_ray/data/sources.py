@@ -245,8 +245,10 @@ def iter_rows(source: str, kind: str = "prompt file") -> tuple[str, str, Iterato
     if source in BUILTIN_SOURCES:
         return source, str(builtin_path(source)), _iter_builtin(source)
     p = Path(source)
-    if not p.exists() and HUB_ID_RE.fullmatch(source):
-        p = hub_dataset_file(source)
+    if source.startswith("hf://"):
+        p = hub_dataset_file(source.removeprefix("hf://"))
+    elif not p.exists() and HUB_ID_RE.fullmatch(source) and p.suffix.lower() not in _DATA_SUFFIXES:
+        p = hub_dataset_file(source)  # owner/name; a missing data/x.jsonl is a missing file, not a repo
     if not p.exists():
         raise InputDataError(f"{kind} not found", file=source)
     if p.is_dir() or p.stat().st_size == 0:
