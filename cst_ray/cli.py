@@ -22,7 +22,7 @@ import sys
 import traceback
 
 from cst_ray.core.errors import ConfigError, CSTError
-from cst_ray.core.log import setup_logging
+from cst_ray.core.log import link_ray_session_logs, setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     for sp in [p, *sub.choices.values()]:  # `--debug` before or after the subcommand
         sp.add_argument("--debug", action="store_true", default=False if sp is p else argparse.SUPPRESS,
                         help="show the traceback of an input or config error")
+        sp.add_argument("--verbose", "-v", action="store_true", default=False if sp is p else argparse.SUPPRESS,
+                        help="also show Ray's, vLLM's, DeepSpeed's and torch's output (otherwise in <run_dir>/logs)")
     return p
 
 
@@ -205,9 +207,21 @@ def _judge_file(args) -> dict:
     return out
 
 
+def _console(cfg, verbose: bool):
+    """The console shows cst-ray's own lines; the rest goes to <run_dir>/logs (--verbose: both)."""
+    import dataclasses
+
+    from cst_ray.core.log import attach_run_log
+
+    attach_run_log(cfg.run_dir, verbose=verbose)
+    if verbose:
+        cfg = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, log_to_driver=True))
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_logging()
+    setup_logging(verbose=args.verbose)
     try:
         if args.command == "chat":
             return _chat(args)
@@ -223,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides))
         checked = check_inputs(cfg, args.command)  # before Ray starts: bad input stops here
+        if args.command != "check":
+            cfg = _console(cfg, args.verbose)
         if args.command == "check":
             print(json.dumps(checked, indent=2))
             return 0
@@ -236,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         fn = {"run": stages.run_all, "generate": stages.generate, "pairs": stages.build_pairs,
               "train": stages.train, "evaluate": stages.evaluate}[args.command]
-        result = fn(cfg)
+        try:
+            result = fn(cfg)
+        finally:
+            link_ray_session_logs(cfg.run_dir)
         if args.command == "evaluate" or args.command == "run":
             print(json.dumps(result["scores"], indent=2))
         return 0

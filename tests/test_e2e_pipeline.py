@@ -130,3 +130,15 @@ def test_rerun_reuses_complete_stages(tiny_run):
     assert res.returncode == 0, res.stderr[-3000:]
     for stage in ("generate", "pairs", "train", "evaluate"):
         assert f"{stage}: complete" in res.stderr
+
+
+def test_console_is_short_and_the_rest_is_in_run_logs(tiny_run):
+    """stderr holds cst-ray's own lines (stage headers, progress, results); Ray's, vLLM's,
+    DeepSpeed's and torch's output goes to <run_dir>/logs (driver.log, ray-session/)."""
+    run_dir, res = tiny_run
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) <= 40, "\n".join(lines)
+    foreign = [ln for ln in lines if not ln.startswith(("[cst-ray]", "cst-ray:"))]
+    assert len(foreign) <= 5, "\n".join(foreign)
+    assert (run_dir / "logs" / "driver.log").stat().st_size > 0
+    assert (run_dir / "logs" / "ray-session").is_dir()
