@@ -85,3 +85,23 @@ def test_reference_dtype_auto_follows_training_precision():
     assert reference_dtype(load_config(None, ["train.precision=bf16"])) == "bfloat16"
     assert reference_dtype(load_config(None, ["train.precision=fp32"])) == "float32"
     assert reference_dtype(load_config(None, ["pairs.reference_dtype=float32", "train.precision=bf16"])) == "float32"
+
+
+@pytest.mark.parametrize("key,value", [
+    ("run_uri", "s3://AKIAFAKE:fakeSECRET@bucket/run"),
+    ("train.storage_path", "https://host/ckpt?X-Amz-Credential=AKIA%2Ffake&X-Amz-Signature=abc"),
+    ("train.tracking_uri", "http://user:pw@mlflow.example:5000"),
+    ("data.source", "https://example.org/prompts.jsonl?token=abc"),
+])
+def test_credentials_in_uris_are_refused_naming_the_key(key, value):
+    from cst_ray.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"{key}={value}"])
+    assert key in str(e.value) and "credentials" in str(e.value)
+    assert value not in str(e.value)  # the error does not repeat the secret
+
+
+def test_uris_without_credentials_pass():
+    cfg = load_config(None, ["run_uri=s3://bucket/run", "train.tracking_uri=http://mlflow.example:5000"])
+    assert cfg.run_uri == "s3://bucket/run"

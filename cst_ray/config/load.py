@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -168,10 +169,34 @@ def read_yaml_mapping(p: Path, key: str | None = None) -> dict:
     return loaded or {}
 
 
+# user:password@ in a URI, or a secret in its query string (presigned URLs, tokens)
+_CREDENTIALS_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@|[?&](x-amz-credential|x-amz-signature|"
+                             r"x-amz-security-token|access_?key|secret|token|password|sig)=", re.IGNORECASE)
+
+
+def check_no_credentials(cfg: CSTConfig, file: str | None = None) -> None:
+    """Credentials belong in the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, HF_TOKEN,
+    MLFLOW_TRACKING_*), never in config values: those are written to config.yaml, stats and logs."""
+    stack = [("", to_dict(cfg))]
+    while stack:
+        prefix, tree = stack.pop()
+        for k, v in tree.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                stack.append((key + ".", v))
+            for item in v if isinstance(v, list) else [v]:
+                if isinstance(item, str) and _CREDENTIALS_RE.search(item):
+                    raise ConfigError("holds credentials in a URI; pass them through the environment "
+                                      "(e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) so they are never "
+                                      "written to config.yaml, stats or logs", key=key, file=file)
+
+
 def validate(cfg: CSTConfig, file: str | None = None) -> None:
     def need(cond: bool, key: str, msg: str) -> None:
         if not cond:
             raise ConfigError(msg, key=key, file=file)
+
+    check_no_credentials(cfg, file)
 
     need(0.0 <= cfg.data.eval_fraction <= 1.0, "data.eval_fraction", "must be in [0, 1]")
     need(cfg.data.eval_fraction < 1.0 or not cfg.pairs.use_generated, "data.eval_fraction",
