@@ -139,7 +139,6 @@ def init_ray(cfg: RayConfig) -> None:
         object_store_memory=cfg.object_store_mb * 1024 * 1024,
         runtime_env=runtime_env,
         log_to_driver=cfg.log_to_driver,
-        _node_ip_address="127.0.0.1",  # the embedded cluster is this machine's alone: loopback only
     )
     from ray.data import DataContext
 
