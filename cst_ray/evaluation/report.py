@@ -204,7 +204,7 @@ def _examples_section(cfg: CSTConfig, run: Path, report: dict) -> list[str]:
         system = report["variants"].get(variant, cfg.prompts.s1 if variant == BENIGN_VARIANT else "")
         md += ["", f"### Under `{variant}`" + (f": {system}" if system else ""), ""]
         for m, r in sorted(pairs, key=lambda x: (x[1]["prompt_id"], x[0])):
-            text = r["response"].strip().replace("\n", " ")
+            text = " ".join(r["response"].split()) or "(empty answer)"
             verdict = ("refused" if r.get("refusal") else "answered") if r["variant"] == BENIGN_VARIANT else \
                 ("judged safe" if r["safe"] else "judged unsafe")
             md += [f"- **{m}**, `{r['variant']}`, {verdict} — *{r['prompt']}*",
