@@ -156,7 +156,8 @@ from cst_ray.training.driver import run_training
 if __name__ == "__main__":
     cfg = load_config(None, ["model.name_or_path=tiny-random-llama", "train.max_length=96", "train.precision=fp32",
                              "train.lr=1e-3", "train.warmup_ratio=0", "train.micro_batch_size=1", "train.max_steps=6",
-                             "train.checkpoint_every=2", "train.storage_path={ckpt_base}"])
+                             "train.checkpoint_every=2", "train.storage_path={ckpt_base}",
+                             "ray.log_to_driver=true"])  # the workers' "resumed at step" line
     init_ray(cfg.ray)
     pairs = json.load(open({str(data)!r}))
     run_training(cfg, pairs, model_path={tiny_model_path!r}, out_dir={str(tmp_path / 'out')!r},
