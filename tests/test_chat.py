@@ -164,3 +164,15 @@ def test_chat_needs_a_model():
 @pytest.mark.parametrize("spec,expected", [("s1", S1_DEFAULT), ("S0", S0_DEFAULT), ("none", ""), (" my rules ", "my rules")])
 def test_system_prompt_names(spec, expected):
     assert SystemPrompts().resolve(spec) == expected
+
+
+@pytest.mark.heavy
+def test_one_shot_on_vllm_keeps_stdout_to_the_answer(tmp_path, tiny_model_path):
+    record = tmp_path / "sent.jsonl"
+    p = subprocess.run([sys.executable, "-c", DRIVER, str(record), "chat", "--model", tiny_model_path, "--backend", "vllm",
+                        "--prompt", "Hello", "--max-new-tokens", "8", "--temperature", "1.0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (sent,) = _records(record)
+    assert sent["conversation"][0] == {"role": "system", "content": S1_DEFAULT}
+    assert p.stdout == sent["text"].strip() + "\n"  # vLLM's own log went to stderr

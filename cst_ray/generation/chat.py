@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -120,6 +121,8 @@ def open_session(model: str, *, system: str = "s1", prompts: SystemPrompts | Non
     prompts = prompts or SystemPrompts()
     path = resolve_model(ModelConfig(name_or_path=model, trust_remote_code=trust_remote_code))
     log.info(f"chat: loading {path} ({backend})")
+    if backend == "vllm":
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout holds the chat only
     engine = build_engine(path, EngineConfig(backend=backend, dtype=dtype, max_new_tokens=max_new_tokens,
                                              temperature=temperature), trust_remote_code=trust_remote_code)
     return ChatSession(engine, system=prompts.resolve(system), prompts=prompts, max_new_tokens=max_new_tokens,
