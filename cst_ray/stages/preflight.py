@@ -95,7 +95,7 @@ def _eval(cfg: CSTConfig, models: dict) -> dict:
     out: dict = {"judge": e.judge}
     if e.benign_limit:
         out["eval_benign"] = read_prompts(e.benign_source)[1].as_dict()
-    if e.judge == "llm" and e.judge_model:
+    if e.judge in ("llm", "cascade") and e.judge_model:
         models["eval.judge_model"] = check_model(e.judge_model, "eval.judge_model")
     if e.judge in ("classifier", "finetuned"):
         if e.judge_path:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from cst_ray.evaluation.judges.base import Judge
-from cst_ray.evaluation.judges.llm import LLMJudge
+from cst_ray.evaluation.judges.llm import CascadeJudge, LLMJudge
 from cst_ray.evaluation.judges.refusal import RefusalJudge
 
-JUDGES = ("refusal", "classifier", "finetuned", "llm")
+JUDGES = ("refusal", "classifier", "finetuned", "llm", "cascade")
 
 
 def build_judge(name: str, *, path: str = "", train_pairs: list[str] = (), s1: str = "", s0: str = "",
-                model_path: str = "", engine=None, trust_remote_code: bool = False) -> Judge:
+                model_path: str = "", engine=None, trust_remote_code: bool = False, question: str = "help") -> Judge:
     """`path`: a trained judge folder (classifier, finetuned); `train_pairs`: pair files added to
     its training data when it is trained on first use (s1/s0: their safe and uncensored system
-    prompts; "" = cst-ray's defaults); `model_path` + `engine`: the llm judge."""
+    prompts; "" = cst-ray's defaults); `model_path` + `engine` + `question`: the llm and cascade judges."""
     if name == "refusal":
         return RefusalJudge()
     if name == "classifier":
@@ -24,8 +24,9 @@ def build_judge(name: str, *, path: str = "", train_pairs: list[str] = (), s1: s
         from cst_ray.evaluation.judges.finetuned import FinetunedJudge
 
         return FinetunedJudge(path, train_pairs=list(train_pairs), s1=s1, s0=s0)
-    if name == "llm":
+    if name in ("llm", "cascade"):
         if not model_path or engine is None:
-            raise ValueError("the llm judge needs a model path and an engine config")
-        return LLMJudge(model_path, engine, trust_remote_code=trust_remote_code)
+            raise ValueError(f"the {name} judge needs a model path and an engine config")
+        llm = LLMJudge(model_path, engine, trust_remote_code=trust_remote_code, question=question)
+        return llm if name == "llm" else CascadeJudge(llm)
     raise ValueError(f"unknown judge {name!r} (known: {', '.join(JUDGES)})")
