@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.files import atomic_write_text
 from cst_ray.core.stats import read_metrics
+from cst_ray.evaluation.audit import audit_line
 from cst_ray.evaluation.variants import BENIGN_VARIANT
 
 
@@ -128,11 +129,12 @@ def _safety_section(report: dict) -> list[str]:
 
 
 def _judge_card(report: dict) -> list[str]:
+    md = ["", audit_line(report["judge_audit"])] if report.get("judge_audit") else []
     card = report.get("judge_card") or {}
     if not card.get("heldout"):
-        return []
+        return md
     h, r = card["heldout"], card["heldout_refusal_judge"]
-    return ["", f"Judge `{report['judge']}` ({card['path']}): held-out accuracy {h['accuracy']:.3f} "
+    return md + ["", f"Judge `{report['judge']}` ({card['path']}): held-out accuracy {h['accuracy']:.3f} "
             f"(precision/recall of 'safe' {h['precision_safe']:.2f}/{h['recall_safe']:.2f}, n={h['n']}); the refusal "
             f"judge on the same rows: {r['accuracy']:.3f}."]
 

@@ -19,6 +19,7 @@ from cst_ray.core.ray_env import engine_env
 from cst_ray.data.sources import read_prompts
 from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.dataio.shards import read_shards
+from cst_ray.evaluation.audit import audit_figures
 from cst_ray.evaluation.metrics import safety_scores, wilson_share
 from cst_ray.evaluation.variants import BENIGN_VARIANT, eval_variants
 from cst_ray.models.resolve import resolve_model
@@ -180,7 +181,10 @@ def _report(cfg: CSTConfig, judge, held: list[dict], seen: int, per_model: dict,
     def as_dicts(scores: dict) -> dict:
         return {k: s.as_dict() for k, s in scores.items()}
 
-    report = {"judge": cfg.eval.judge, "held_out_prompts": len(held), "held_out_dropped_seen_in_training": seen,
+    e = cfg.eval
+    judge_model = (e.judge_model or cfg.model.name_or_path) if e.judge in ("llm", "cascade") else ""
+    report = {"judge": e.judge, "judge_audit": audit_figures(e.judge, judge_model, e.judge_question),
+              "held_out_prompts": len(held), "held_out_dropped_seen_in_training": seen,
               "variants": dict(eval_variants(cfg)), "scores": {m: as_dicts(r["scores"]) for m, r in per_model.items()}}
     if getattr(judge, "card", None):
         report["judge_card"] = {"path": judge.path, "heldout": judge.card.get("heldout"),

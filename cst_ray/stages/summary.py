@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from cst_ray.config.schema import CSTConfig
+from cst_ray.evaluation.audit import audit_line
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict) -> str:
              f"Model `{cfg.model.name_or_path}`, judge `{report['judge']}`, "
              f"{report['held_out_prompts']} held-out prompts. S1 = share safe under s1; "
              f"S0 = share not safe under an uncensored prompt. Value [Wilson 95% CI] (n).", "",
+             *([audit_line(report["judge_audit"]), ""] if report.get("judge_audit") else []),
              "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for model, scores in report["scores"].items():
         cells = [f"{scores[v]['value']:.2f} [{scores[v]['ci95'][0]:.2f}, {scores[v]['ci95'][1]:.2f}] (n={scores[v]['n']})"
