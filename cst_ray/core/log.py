@@ -42,6 +42,8 @@ def attach_run_log(run_dir: str | Path, verbose: bool = False) -> Path:
     logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger
     logging.getLogger("py.warnings").propagate = verbose
     if not verbose:
+        import ray  # noqa: F401  (Ray installs its stderr handler on import: quiet it after that)
+
         for h in logging.getLogger("ray").handlers:
             if type(h) is logging.StreamHandler:
                 h.setLevel(logging.ERROR)
