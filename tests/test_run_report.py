@@ -123,3 +123,29 @@ def test_experiment_report_adds_capability_to_the_same_report(run_report, tmp_pa
     assert paths["md"] == str(run / "report.md") and md.startswith("# CST experiment:")
     assert "## Capability retention" in md and "Δ vs base +0.0 pts [-10.0, +10.0]" in md
     assert "## Generation yield" in md and "## Example answers" in md
+
+
+def test_report_html_parses_and_its_charts_are_there(run_report):
+    """report.html read by an HTML parser (no browser ships here): every <img> points at a PNG
+    the run wrote, the S1/S0 and training charts among them, and every table has rows."""
+    from html.parser import HTMLParser
+
+    run, _ = run_report
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.imgs, self.rows, self.tables = [], 0, 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.imgs.append(dict(attrs)["src"])
+            self.rows += tag == "tr"
+            self.tables += tag == "table"
+
+    p = Collect()
+    p.feed((run / "report.html").read_text())
+    assert {"figures/safety.png", "figures/training.png"} <= set(p.imgs), p.imgs
+    for src in p.imgs:
+        assert (run / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
+    assert p.tables >= 3 and p.rows > 2 * p.tables
