@@ -60,3 +60,13 @@ def link_ray_session_logs(run_dir: str | Path) -> None:
             link.unlink()
         if not link.exists():
             link.symlink_to(session.resolve())
+
+
+def quiet_ray_console() -> None:
+    """Ray's loggers (ray, ray.data, ray.train, ...) keep their files but print only errors on
+    the console; run once Ray and Ray Data have set up their loggers (`init_ray`)."""
+    names = [n for n in list(logging.root.manager.loggerDict) if n == "ray" or n.startswith("ray.")]
+    for name in names:
+        for h in getattr(logging.getLogger(name), "handlers", []):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                h.setLevel(logging.ERROR)

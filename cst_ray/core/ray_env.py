@@ -8,6 +8,7 @@ authentication (the local default since Ray 2.59) is left on.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cst_ray.config.schema import RayConfig
 from cst_ray.core.cache import cache_dir
+from cst_ray.core.log import quiet_ray_console
 
 
 def worker_env() -> dict[str, str]:
@@ -139,12 +141,16 @@ def init_ray(cfg: RayConfig) -> None:
         object_store_memory=cfg.object_store_mb * 1024 * 1024,
         runtime_env=runtime_env,
         log_to_driver=cfg.log_to_driver,
+        # the "ray" logger of this driver: its start-up notices go to the console only when asked
+        logging_level=logging.INFO if cfg.log_to_driver else logging.ERROR,
     )
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    if not cfg.log_to_driver:
+        quiet_ray_console()
 
 
 ENGINE_THREADS_ENV = "CST_RAY_ENGINE_THREADS"

@@ -112,7 +112,8 @@ def check_judge_folder(kind: str, path: str, key: str) -> None:
     weights = classifier.WEIGHTS_FILE if kind == "classifier" else finetuned.WEIGHTS_FILE
     d = Path(path)
     if not d.is_dir():
-        raise ConfigError(f"judge folder {d} {'is a file' if d.exists() else 'not found'}", key=key)
+        raise ConfigError(f"judge folder {d} {'is a file' if d.exists() else 'not found'}; train one with "
+                          f"`cst-ray train-judge --kind {kind} --output {d}`", key=key)
     for name in (finetuned.CARD_FILE, weights) + (("config.json",) if kind == "finetuned" else ()):
         if not (d / name).is_file():
             raise ConfigError(f"judge folder {d} has no {name}; train one with "

@@ -74,9 +74,11 @@ def run_all(cfg: CSTConfig) -> dict:
             log.info(f"{name}: complete in {stage_dir(cfg, name)}, reused")
             times[name] = 0.0
             continue
+        log.info(f"== {name} ==")
         t0 = time.time()
         fn(cfg)
         times[name] = time.time() - t0
+        log.info(f"{name}: done in {times[name]:.0f}s")
         for done in ("prompts", name):  # prompts/ is written by whichever stage runs first
             upload_stage(cfg, done)
     report = json.loads((stage_dir(cfg, "evaluate") / "eval.json").read_text())
