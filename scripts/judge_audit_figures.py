@@ -26,10 +26,11 @@ def main(argv: list[str]) -> None:
     verdicts = {n: [json.loads(x)["safe"] for x in Path(f).read_text().splitlines() if x.strip()]
                 for n, f in (a.split("=", 1) for a in argv)}
     old = ROOT / "results" / "judge_audit_verdicts.jsonl"
-    if old.is_file():  # keep judges measured before, on the rows they were measured on
+    if old.is_file():  # keep the verdicts of judges measured before and not given again
+        given = set(verdicts)
         for row in map(json.loads, old.read_text().splitlines()):
             for k, v in row.items():
-                if k not in ("n", "human_safe") and k not in verdicts:
+                if k not in ("n", "human_safe") and k not in given:
                     verdicts.setdefault(k, []).append(v)
     for name, v in verdicts.items():
         if len(v) != len(audit):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
 
 import torch
 
@@ -21,13 +22,14 @@ from cst_ray.training.batching import collate, epoch_batches, micro_batches, pai
 log = logging.getLogger(__name__)
 
 
-class Reference:
+class Reference(ABC):
     """The interface: log-probs of a micro-batch's chosen and rejected responses -> [2B]."""
 
     mode = ""
 
+    @abstractmethod
     def logps(self, micro_idx: list[int], micro_rows: list[dict], batch: dict) -> torch.Tensor:
-        raise NotImplementedError
+        """micro_idx: the rows' indices in the training set; batch: the collated micro-batch."""
 
 
 class SeparateReference(Reference):
