@@ -1,11 +1,14 @@
-"""Write blind judge-audit candidates from an evaluate run's answers.
+"""Write blind audit candidates from an evaluate run's answers.
 
-Usage: python scripts/make_audit_candidates.py RUN_DIR MODEL_NAME OUT.jsonl [PER_VARIANT]
+Usage: python scripts/make_audit_candidates.py RUN_DIR MODEL_LABEL OUT.jsonl [PER_VARIANT] [MODELS]
 
-Reads <RUN_DIR>/evaluate/responses/base/*.parquet, drops prompts already in
-results/judge_audit.jsonl, keeps the same first PER_VARIANT new prompts (held-out order) under
-every variant, shuffles the rows (fixed seed) and writes only cid, model, variant, prompt,
-response: no judge verdicts or anything else that hints at a label.
+Reads <RUN_DIR>/evaluate/responses/<model>/*.parquet for each of MODELS (comma-separated run
+model names, default "base"), drops the benign over-refusal questions and prompts already in results/judge_audit.jsonl, keeps the
+same first PER_VARIANT new prompts (held-out order) under every variant of every model,
+shuffles the rows (fixed seed) and writes cid, model, variant, prompt, response to OUT.jsonl,
+and cid, prompt, response only to OUT.blind.jsonl: what a labeller is given, with nothing
+that hints at the model, the system prompt or a verdict. `model` is MODEL_LABEL/<model> when
+several models are drawn, else MODEL_LABEL.
 """
 
 from __future__ import annotations
@@ -17,32 +20,43 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from cst_ray.evaluation.variants import BENIGN_VARIANT
+
+
+def new_prompt_order(run_dir: Path, rows: list[dict], variants: list[str], audited: set[str]) -> list[str]:
+    """Held-out prompt ids, in held-out order, never audited and answered under every variant."""
+    by_key = {(r["prompt_id"], r["variant"]) for r in rows}
+    held = pq.read_table(run_dir / "prompts" / "eval.parquet").column("id").to_pylist()
+    prompt_of = {r["prompt_id"]: r["prompt"] for r in rows}
+    return [pid for pid in held if pid in prompt_of and prompt_of[pid] not in audited
+            and all((pid, v) in by_key for v in variants)]
+
 
 def main() -> None:
-    run_dir, model, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    run_dir, label, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     per_variant = int(sys.argv[4]) if len(sys.argv) > 4 else 60
+    models = sys.argv[5].split(",") if len(sys.argv) > 5 else ["base"]
     audited = {json.loads(line)["prompt"] for line in open("results/judge_audit.jsonl")}
-    rows = pq.read_table(run_dir / "evaluate" / "responses" / "base").to_pylist()
-    variants = sorted({r["variant"] for r in rows})
-    by_key = {(r["prompt_id"], r["variant"]): r for r in rows}
-    order: list[str] = []  # prompt ids in held-out order, answered under every variant
-    held = pq.read_table(run_dir / "prompts" / "eval.parquet").column("id").to_pylist()
-    rank = {pid: i for i, pid in enumerate(held)}
-    for r in sorted(rows, key=lambda r: rank.get(r["prompt_id"], len(rank))):
-        pid = r["prompt_id"]
-        if pid in order or r["prompt"] in audited:
-            continue
-        if all((pid, v) in by_key for v in variants):
-            order.append(pid)
-    keep = order[:per_variant]
-    picked = [by_key[(pid, v)] for pid in keep for v in variants]
+    picked = []
+    for model in models:
+        rows = [r for r in pq.read_table(run_dir / "evaluate" / "responses" / model).to_pylist()
+                if r["variant"] != BENIGN_VARIANT]  # harmful requests only
+        variants = sorted({r["variant"] for r in rows})
+        by_key = {(r["prompt_id"], r["variant"]): r for r in rows}
+        order = new_prompt_order(run_dir, rows, variants, audited)
+        name = label if len(models) == 1 else f"{label}/{model}"
+        picked += [{**by_key[(pid, v)], "model": name} for pid in order[:per_variant] for v in variants]
+        print(f"{model}: {min(per_variant, len(order))} prompts x {len(variants)} variants ({variants}); "
+              f"{len(order)} new prompts available")
     random.Random(0).shuffle(picked)
-    with open(out, "w") as f:
+    blind = out.with_suffix(".blind.jsonl")
+    with open(out, "w") as f, open(blind, "w") as fb:
         for cid, r in enumerate(picked):
-            f.write(json.dumps({"cid": cid, "model": model, "variant": r["variant"],
+            f.write(json.dumps({"cid": cid, "model": r["model"], "variant": r["variant"],
                                 "prompt": r["prompt"], "response": r["response"]}, ensure_ascii=False) + "\n")
-    print(f"{len(picked)} rows, {len(keep)} prompts x {len(variants)} variants ({variants}); "
-          f"{len(order)} new prompts available, {len({r['prompt'] for r in rows} & audited)} already audited dropped")
+            fb.write(json.dumps({"cid": cid, "prompt": r["prompt"], "response": r["response"]},
+                                ensure_ascii=False) + "\n")
+    print(f"{len(picked)} rows -> {out} (key) and {blind} (for labellers)")
 
 
 if __name__ == "__main__":

@@ -41,12 +41,8 @@ def attach_run_log(run_dir: str | Path, verbose: bool = False) -> Path:
         root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger
     logging.getLogger("py.warnings").propagate = verbose
-    if not verbose:
-        import ray  # noqa: F401  (Ray installs its stderr handler on import: quiet it after that)
-
-        for h in logging.getLogger("ray").handlers:
-            if type(h) is logging.StreamHandler:
-                h.setLevel(logging.ERROR)
+    # Ray is not imported here: the embedded cluster's loopback setting must be in place before
+    # its first import (core/ray_env.py); `init_ray` quiets Ray's console handlers once started.
     return logs
 
 

@@ -1,8 +1,8 @@
 """Ray start-up and the process environment every stage shares.
 
 `init_ray` joins the cluster a job was submitted to (RAY_ADDRESS or `ray.address` in config)
-or starts the embedded local cluster: loopback only, no dashboard, logical CPUs
-oversubscribed so Ray Data's read/write tasks run beside engine actors. Ray's token
+or starts the embedded local cluster: every Ray server on 127.0.0.1 (`keep_local_ray_on_loopback`),
+no dashboard, logical CPUs oversubscribed so Ray Data's read/write tasks run beside engine actors. Ray's token
 authentication (the local default since Ray 2.59) is left on.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,15 @@ if TYPE_CHECKING:
     from cst_ray.config.schema import RayConfig
 from cst_ray.core.cache import cache_dir
 from cst_ray.core.log import quiet_ray_console
+
+log = logging.getLogger(__name__)
+
+# Ray reads this when it is imported. Set to "0" on Linux it treats the machine as one that
+# cannot join a multi-node cluster: the node IP is 127.0.0.1 and every server Ray starts (GCS,
+# raylet, object manager, workers' gRPC, agents) listens on loopback only. Without it Ray 2.60
+# takes the machine's address and its gRPC servers listen on all interfaces (measured;
+# tests/test_ray_loopback.py).
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def worker_env() -> dict[str, str]:
@@ -111,7 +121,23 @@ def apply_worker_env() -> None:
             os.environ.setdefault(k, v)
 
 
+def keep_local_ray_on_loopback() -> bool:
+    """Make the embedded local cluster listen on 127.0.0.1 only; -> whether it will.
+
+    Must run before the first `import ray` of this process: Ray reads the setting then. An
+    explicit RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER in the environment is left as the user set it."""
+    if "ray" in sys.modules and os.environ.get(SINGLE_NODE_ENV) != "0":
+        log.warning(f"Ray was imported before cst-ray started it, so the local cluster listens on the "
+                    f"machine's address too; set {SINGLE_NODE_ENV}=0 before importing ray to keep it on loopback")
+        return False
+    os.environ.setdefault(SINGLE_NODE_ENV, "0")
+    return os.environ[SINGLE_NODE_ENV] == "0"
+
+
 def init_ray(cfg: RayConfig) -> None:
+    address = cfg.address or os.environ.get("RAY_ADDRESS", "")
+    if not address:
+        keep_local_ray_on_loopback()
     import ray
 
     if ray.is_initialized():
@@ -119,7 +145,6 @@ def init_ray(cfg: RayConfig) -> None:
     apply_worker_env()
     # Each ray.train.report otherwise blocks ~2 s on the controller's poll.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     if address:
         # A submitted job keeps its own runtime_env (working_dir, pip); workers apply
         # worker_env() themselves (apply_worker_env) so nothing here overrides it.
