@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable); bare KEY=VALUE arguments work too")
         sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+        sp.add_argument("--reuse", action="store_true",
+                        help="a finished stage made with other settings stops the run (default: it is redone)")
     j = sub.add_parser("judge", help="label rows {prompt, response} with a judge")
     j.add_argument("--judge", default="refusal", choices=["refusal", "classifier", "finetuned", "llm", "cascade"])
     j.add_argument("--input", required=True)
@@ -239,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         from cst_ray.stages import runner as stages
         from cst_ray.stages.preflight import check_inputs
 
-        cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides))
+        reuse = ["stale_stages=stop"] if args.reuse else []
+        cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides) + reuse)
         checked = check_inputs(cfg, args.command)  # before Ray starts: bad input stops here
         if args.command != "check":
             cfg = _console(cfg, args.verbose)

@@ -24,10 +24,47 @@ def test_changed_setting_is_named_not_reused(tmp_path):
     assert json.loads((stage_dir(cfg, "generate") / "stats.json").read_text())["rows_out"] == 3
     # how it runs (actor pool) may change; what it makes (the model) may not
     assert is_complete(_cfg(tmp_path, "generation.pool.max_actors=1"), "generate")
-    with pytest.raises(StageError, match=r"generation.engine.temperature: .* -> 0.5.*delete .*generate"):
-        is_complete(_cfg(tmp_path, "generation.engine.temperature=0.5"), "generate")
+    # --reuse (stale_stages=stop): the run stops, naming what differs, and nothing is moved
+    with pytest.raises(StageError, match=r"generation.engine.temperature: .* -> 0.5.*--reuse"):
+        is_complete(_cfg(tmp_path, "generation.engine.temperature=0.5", "stale_stages=stop"), "generate")
+    assert is_complete(cfg, "generate")
     # a later stage's settings do not touch an earlier stage
     assert is_complete(_cfg(tmp_path, "train.lr=0.001"), "generate")
+
+
+def test_a_stage_made_with_other_settings_is_set_aside_and_redone(tmp_path, caplog):
+    cfg = _cfg(tmp_path)
+    write_stage_stats(cfg, "generate", {"rows_out": 3})
+    changed = _cfg(tmp_path, "generation.engine.temperature=0.5")
+    with caplog.at_level("WARNING", logger="cst_ray"):
+        assert not is_complete(changed, "generate")  # the default: redo
+    aside = tmp_path / "generate.replaced"
+    assert json.loads((aside / "stats.json").read_text())["rows_out"] == 3  # kept, not deleted
+    assert not stage_dir(cfg, "generate").exists()
+    assert any("generation.engine.temperature" in r.getMessage() and "generate.replaced" in r.getMessage()
+               for r in caplog.records)
+    write_stage_stats(changed, "generate", {"rows_out": 4})
+    assert is_complete(changed, "generate")
+
+
+def test_training_with_outside_checkpoints_is_not_redone_silently(tmp_path):
+    cfg = _cfg(tmp_path, f"train.storage_path={tmp_path / 'ckpt'}")
+    write_stage_stats(cfg, "train", {"steps": 1})
+    with pytest.raises(StageError, match=r"checkpoints at train.storage_path / run_uri would be resumed"):
+        is_complete(_cfg(tmp_path, f"train.storage_path={tmp_path / 'ckpt'}", "train.lr=0.5"), "train")
+    assert (tmp_path / "train" / "stats.json").is_file()
+
+
+def test_summary_names_the_reused_stages():
+    from cst_ray.stages.summary import summary_markdown
+
+    cfg = load_config("configs/tiny.yaml", [])
+    cell = {"value": 0.5, "ci95": [0.1, 0.9], "n": 4}
+    report = {"scores": {"base": {"S0": cell, "S1": cell}}, "judge": "refusal", "held_out_prompts": 4,
+              "variants": {"s1": "x", "s0": "y"}}
+    md = summary_markdown(cfg, report, {"generate": 0.0, "train": 12.0}, ["generate"])
+    assert "| generate | reused |" in md and "| train | 12.0 |" in md
+    assert "Reused from an earlier run in this folder, made with the same settings: generate." in md
 
 
 def test_unreadable_stats_is_an_error_naming_the_file(tmp_path):

@@ -280,6 +280,10 @@ class CSTConfig:
     # finished stage is uploaded there, and a stage found there but not locally is fetched
     # before running, so a run can resume on a fresh machine.
     run_uri: str = ""
+    # A finished stage in run_dir made with other settings than these: "redo" sets it aside as
+    # <stage>.replaced and runs it again (and every later stage, which depend on it); "stop"
+    # (`cst-ray run --reuse`) ends the run naming the settings that differ.
+    stale_stages: Literal["redo", "stop"] = "redo"
     model: ModelConfig = field(default_factory=ModelConfig)
     prompts: SystemPrompts = field(default_factory=SystemPrompts)
     data: DataConfig = field(default_factory=DataConfig)

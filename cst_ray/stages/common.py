@@ -2,13 +2,16 @@
 
 A stage is complete when its `stats.json` exists: it is written last, atomically, and records
 the settings the stage's outputs depend on (`stage_inputs`). A complete stage made with other
-settings is never reused silently: `is_complete` stops with the keys that differ.
+settings is never reused: by default (`stale_stages: redo`) it is set aside as
+`<stage>.replaced` and done again; with `--reuse` (`stale_stages: stop`) the run stops naming
+the keys that differ.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from cst_ray.config.load import to_dict
@@ -66,7 +69,8 @@ def write_stage_stats(cfg: CSTConfig, name: str, stats: dict) -> None:
 
 
 def is_complete(cfg: CSTConfig, name: str) -> bool:
-    """True for a finished stage made with these settings; StageError for one made with others."""
+    """True for a finished stage made with these settings, False for none. A stage made with
+    other settings is set aside (-> False) or stops the run, as `cfg.stale_stages` says."""
     path = stage_dir(cfg, name) / "stats.json"
     if not path.is_file():
         return False
@@ -79,9 +83,24 @@ def is_complete(cfg: CSTConfig, name: str) -> bool:
         return True
     now = stage_inputs(cfg, name)
     changed = sorted(k for k in now.keys() | saved.keys() if now.get(k) != saved.get(k))
-    if changed:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise StageError(f"{path.parent} was made with other settings ({shown}{more}); use another run_dir, "
-                         f"or delete {path.parent} to redo the stage")
-    return True
+    if not changed:
+        return True
+    shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
+    shown += f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    if cfg.stale_stages == "stop":
+        raise StageError(f"{path.parent} was made with other settings ({shown}) and --reuse was given; use "
+                         f"another run_dir, drop --reuse to redo the stage, or delete {path.parent}")
+    set_aside(cfg, name, shown)
+    return False
+
+
+def set_aside(cfg: CSTConfig, name: str, why: str) -> None:
+    """Move a stage made with other settings to <stage>.replaced (replacing an older one)."""
+    if name == "train" and (cfg.train.storage_path or cfg.run_uri):
+        raise StageError(f"{stage_dir(cfg, name)} was made with other settings ({why}), and its checkpoints at "
+                         f"train.storage_path / run_uri would be resumed: clear them or use another run_dir")
+    old = stage_dir(cfg, name)
+    aside = old.with_name(f"{name}.replaced")
+    shutil.rmtree(aside, ignore_errors=True)
+    old.rename(aside)
+    log.warning(f"{name}: made with other settings ({why}); set aside as {aside}, running it again")

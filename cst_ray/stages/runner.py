@@ -64,7 +64,7 @@ def run_all(cfg: CSTConfig) -> dict:
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.yaml", dump_yaml(cfg))
-    times = {}
+    times, reused = {}, []
     fetch_stage(cfg, "prompts")
     for name, fn in (("generate", generate), ("pairs", build_pairs), ("train", train), ("evaluate", evaluate)):
         if name == "generate" and not cfg.pairs.use_generated:
@@ -73,6 +73,7 @@ def run_all(cfg: CSTConfig) -> dict:
         if is_complete(cfg, name):
             log.info(f"{name}: complete in {stage_dir(cfg, name)}, reused")
             times[name] = 0.0
+            reused.append(name)
             continue
         log.info(f"== {name} ==")
         t0 = time.time()
@@ -82,7 +83,7 @@ def run_all(cfg: CSTConfig) -> dict:
         for done in ("prompts", name):  # prompts/ is written by whichever stage runs first
             upload_stage(cfg, done)
     report = json.loads((stage_dir(cfg, "evaluate") / "eval.json").read_text())
-    atomic_write_text(run / "summary.md", summary_markdown(cfg, report, times))
+    atomic_write_text(run / "summary.md", summary_markdown(cfg, report, times, reused))
     write_report(cfg, report, kind="run")  # report.md/html: scores, training, yield, examples
     for r in aims_table(cfg, report):
         log.info(f"aim {r['aim']} {r['target']}: {r['tuned'] if r['tuned'] is None else round(r['tuned'], 2)} "

@@ -44,7 +44,7 @@ def aims_markdown(cfg: CSTConfig, report: dict) -> list[str]:
     return lines + [""]
 
 
-def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict) -> str:
+def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict, reused: list[str] = ()) -> str:
     variants = [k for k in next(iter(report["scores"].values()))]
     lines = [f"# cst-ray run: `{cfg.run_dir}`", "",
              f"Model `{cfg.model.name_or_path}`, judge `{report['judge']}`, "
@@ -58,5 +58,8 @@ def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict) -> str:
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += [""] + aims_markdown(cfg, report)
     lines += ["System prompts:", ""] + [f"- `{k}`: {v}" for k, v in report["variants"].items()]
-    lines += ["", "| stage | wall time (s) |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
+    lines += ["", "| stage | wall time (s) |", "|---|---|"]
+    lines += [f"| {k} | {'reused' if k in reused else f'{v:.1f}'} |" for k, v in stage_times.items()]
+    if reused:
+        lines += ["", f"Reused from an earlier run in this folder, made with the same settings: {', '.join(reused)}."]
     return "\n".join(lines) + "\n"
