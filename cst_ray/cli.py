@@ -243,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
 
         reuse = ["stale_stages=stop"] if args.reuse else []
         cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides) + reuse)
+        if args.command == "experiment":
+            from cst_ray.experiment import experiment_config
+
+            cfg = experiment_config(cfg)
         checked = check_inputs(cfg, args.command)  # before Ray starts: bad input stops here
         if args.command != "check":
             cfg = _console(cfg, args.verbose)

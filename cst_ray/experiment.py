@@ -17,6 +17,7 @@ from pathlib import Path
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.files import atomic_write_text
 from cst_ray.core.stats import write_stats
+from cst_ray.stages.common import stage_inputs
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
     for name, path in models.items():
         f = out / f"{name}.json"
         want = {"tasks": list(cfg.eval.capability_tasks), "limit": cfg.eval.capability_limit, "seed": cfg.data.seed,
-                "model": str(path)}
+                "model": str(path),  # a trained model: also the settings it was trained with
+                "trained_with": None if name == "base" else stage_inputs(cfg, "train")}
         if f.is_file():
             cached = json.loads(f.read_text())
             if cached.get("_settings") == want:  # same tasks, items and model: reuse
@@ -70,13 +72,18 @@ def add_deltas(result: dict, *, samples: int, seed: int, base: str = "base") -> 
 METHODS = ["dpo", "cst"]  # the DPO baseline (s1 pairs only) and CST (mirrored pairs)
 
 
+def experiment_config(cfg: CSTConfig) -> CSTConfig:
+    """The run's config with both methods trained (what its stages record as their settings)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, methods=list(METHODS)))
+
+
 def run_experiment(cfg: CSTConfig) -> dict:
     from cst_ray.evaluation.report import write_report
     from cst_ray.models.resolve import resolve_model
     from cst_ray.stages.common import stage_dir
     from cst_ray.stages.runner import run_all, upload_run_files
 
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, methods=list(METHODS)))
+    cfg = experiment_config(cfg)
     report = run_all(cfg)
     models = {"base": resolve_model(cfg.model),
               **{m: str((stage_dir(cfg, "train") / m / "model").resolve()) for m in METHODS}}

@@ -10,6 +10,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data" / "configurable-system-prompt-mult
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray clusters started by tests (fixtures that import Ray before cst-ray's init_ray, the job
+# test's head) listen on loopback only, as the embedded default does (core/ray_env.py).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 from cst_ray.config.load import load_config
 from cst_ray.core.errors import StageError
 from cst_ray.core.files import atomic_write_text
-from cst_ray.stages.common import is_complete, stage_dir, write_stage_stats
+from cst_ray.stages.common import is_complete, mark_started, stage_dir, stage_state, write_stage_stats
 
 
 def _cfg(run, *overrides):
@@ -48,11 +48,43 @@ def test_a_stage_made_with_other_settings_is_set_aside_and_redone(tmp_path, capl
 
 
 def test_training_with_outside_checkpoints_is_not_redone_silently(tmp_path):
-    cfg = _cfg(tmp_path, f"train.storage_path={tmp_path / 'ckpt'}")
-    write_stage_stats(cfg, "train", {"steps": 1})
-    with pytest.raises(StageError, match=r"checkpoints at train.storage_path / run_uri would be resumed"):
-        is_complete(_cfg(tmp_path, f"train.storage_path={tmp_path / 'ckpt'}", "train.lr=0.5"), "train")
+    ckpt = f"train.storage_path={tmp_path / 'ckpt'}"
+    write_stage_stats(_cfg(tmp_path, ckpt), "train", {"steps": 1})
+    with pytest.raises(StageError, match=r"checkpoints under train.storage_path .* would be resumed"):
+        is_complete(_cfg(tmp_path, ckpt, "train.lr=0.5"), "train")
     assert (tmp_path / "train" / "stats.json").is_file()
+
+
+def test_a_mirrored_stage_is_not_redone_behind_its_mirror(tmp_path):
+    mirror = f"run_uri={tmp_path / 'mirror'}"
+    write_stage_stats(_cfg(tmp_path, mirror), "pairs", {"cst_pairs": 2})
+    with pytest.raises(StageError, match=r"run_uri .* mirrors it"):
+        is_complete(_cfg(tmp_path, mirror, "pairs.s0_augment=[x]"), "pairs")
+
+
+def test_a_half_done_stage_is_not_resumed_with_other_settings(tmp_path):
+    cfg = _cfg(tmp_path)
+    mark_started(cfg, "generate")  # killed before its stats.json
+    (stage_dir(cfg, "generate") / "generations").mkdir()
+    assert stage_state(cfg, "generate") == ("absent", "")  # same settings: resumed
+    changed = _cfg(tmp_path, "generation.engine.temperature=0.5")
+    state, why = stage_state(changed, "generate")
+    assert state == "stale" and "generation.engine.temperature" in why
+    assert not is_complete(changed, "generate")
+    assert (tmp_path / "generate.replaced" / "generations").is_dir()
+
+
+def test_preflight_stops_before_any_work_on_a_stage_it_may_not_redo(tmp_path):
+    from cst_ray.stages.preflight import check_inputs
+
+    cfg = _cfg(tmp_path)
+    write_stage_stats(cfg, "prompts", {"rows": 1})
+    changed = _cfg(tmp_path, "data.limit=3", "stale_stages=stop")
+    with pytest.raises(StageError, match=r"prompts was made with other settings \(data.limit: .* -> 3\)"):
+        check_inputs(changed, "run")
+    assert (tmp_path / "prompts" / "stats.json").is_file()  # read only: nothing moved
+    assert check_inputs(_cfg(tmp_path, "data.limit=3"), "check")["stages_to_redo"] == ["prompts"]
+    assert (tmp_path / "prompts" / "stats.json").is_file()
 
 
 def test_summary_names_the_reused_stages():

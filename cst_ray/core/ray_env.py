@@ -140,6 +140,8 @@ def init_ray(cfg: RayConfig) -> None:
         keep_local_ray_on_loopback()
     import ray
 
+    if not cfg.log_to_driver:
+        quiet_ray_console()  # Ray's logger prints to the console from its import on
     if ray.is_initialized():
         return
     apply_worker_env()

@@ -2,9 +2,11 @@
 
 A stage is complete when its `stats.json` exists: it is written last, atomically, and records
 the settings the stage's outputs depend on (`stage_inputs`). A complete stage made with other
-settings is never reused: by default (`stale_stages: redo`) it is set aside as
-`<stage>.replaced` and done again; with `--reuse` (`stale_stages: stop`) the run stops naming
-the keys that differ.
+settings is never reused, nor a half-done one resumed (`inputs.json`, written when it starts):
+by default (`stale_stages: redo`) it is set aside as `<stage>.replaced` and done again; with
+`--reuse` (`stale_stages: stop`) the run stops naming the keys that differ. Where the stage
+cannot be redone safely (a run_uri mirror, training checkpoints outside the run folder) the
+run stops before any work.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from pathlib import Path
 from cst_ray.config.load import to_dict
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import StageError
+from cst_ray.core.files import atomic_write_text
 from cst_ray.core.stats import write_stats
 
 log = logging.getLogger(__name__)
 
 STAGES = ("generate", "pairs", "train", "evaluate")
+STARTED = "inputs.json"  # a stage's settings, written when it starts (stats.json: when it ends)
 
 # The config sections each stage's outputs depend on, cumulatively (a stage depends on the ones before).
 _SECTIONS = {
@@ -68,39 +72,81 @@ def write_stage_stats(cfg: CSTConfig, name: str, stats: dict) -> None:
     write_stats(stage_dir(cfg, name) / "stats.json", {**stats, "inputs": stage_inputs(cfg, name)})
 
 
+def _differences(saved: dict, now: dict) -> str:
+    changed = sorted(k for k in now.keys() | saved.keys() if now.get(k) != saved.get(k))
+    shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
+    return shown + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
+def stage_state(cfg: CSTConfig, name: str) -> tuple[str, str]:
+    """("absent" | "complete" | "stale", what differs), read only. A stage is stale when its
+    stats.json, or for one never finished the inputs.json written when it started, records
+    other settings than `cfg`'s."""
+    d = stage_dir(cfg, name)
+    path = d / "stats.json" if (d / "stats.json").is_file() else d / STARTED
+    if not path.is_file():
+        return "absent", ""
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StageError(f"{path}: not readable JSON ({e}); delete {d} to redo the stage") from None
+    saved = saved.get("inputs") if path.name == "stats.json" else saved
+    done = "complete" if path.name == "stats.json" else "absent"
+    if saved is None:  # written before stages recorded their inputs
+        log.warning("%s: made by an older cst-ray that did not record its settings; reused as it is", d)
+        return done, ""
+    why = _differences(saved, stage_inputs(cfg, name))
+    return ("stale", why) if why else (done, "")
+
+
 def is_complete(cfg: CSTConfig, name: str) -> bool:
     """True for a finished stage made with these settings, False for none. A stage made with
     other settings is set aside (-> False) or stops the run, as `cfg.stale_stages` says."""
-    path = stage_dir(cfg, name) / "stats.json"
-    if not path.is_file():
+    state, why = stage_state(cfg, name)
+    if state == "stale":
+        set_aside(cfg, name, why)
         return False
-    try:
-        saved = json.loads(path.read_text()).get("inputs")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise StageError(f"{path}: not readable JSON ({e}); delete {path.parent} to redo the stage") from None
-    if saved is None:  # written before stages recorded their inputs
-        log.warning("%s: made by an older cst-ray that did not record its settings; reused as it is", path.parent)
-        return True
-    now = stage_inputs(cfg, name)
-    changed = sorted(k for k in now.keys() | saved.keys() if now.get(k) != saved.get(k))
-    if not changed:
-        return True
-    shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
-    shown += f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return state == "complete"
+
+
+def refuse_unless_redoable(cfg: CSTConfig, name: str, why: str) -> None:
+    """StageError when a stage made with other settings may not be redone here."""
+    d = stage_dir(cfg, name)
     if cfg.stale_stages == "stop":
-        raise StageError(f"{path.parent} was made with other settings ({shown}) and --reuse was given; use "
-                         f"another run_dir, drop --reuse to redo the stage, or delete {path.parent}")
-    set_aside(cfg, name, shown)
-    return False
+        raise StageError(f"{d} was made with other settings ({why}) and --reuse was given; use another "
+                         f"run_dir, drop --reuse to redo the stage, or delete {d}")
+    if cfg.run_uri:
+        raise StageError(f"{d} was made with other settings ({why}) and run_uri {cfg.run_uri} mirrors it; "
+                         f"use another run_dir and run_uri, or delete the stage in both")
+    if name == "train" and cfg.train.storage_path:
+        raise StageError(f"{d} was made with other settings ({why}) and its checkpoints under "
+                         f"train.storage_path {cfg.train.storage_path} would be resumed; use another "
+                         f"train.storage_path, or delete {d} and those checkpoints")
+
+
+def check_stages_redoable(cfg: CSTConfig, names) -> list[str]:
+    """Before any work starts: the stages that will be redone; StageError for one that may not be."""
+    stale = []
+    for name in names:
+        state, why = stage_state(cfg, name)
+        if state == "stale":
+            refuse_unless_redoable(cfg, name, why)
+            stale.append(name)
+    return stale
 
 
 def set_aside(cfg: CSTConfig, name: str, why: str) -> None:
     """Move a stage made with other settings to <stage>.replaced (replacing an older one)."""
-    if name == "train" and (cfg.train.storage_path or cfg.run_uri):
-        raise StageError(f"{stage_dir(cfg, name)} was made with other settings ({why}), and its checkpoints at "
-                         f"train.storage_path / run_uri would be resumed: clear them or use another run_dir")
+    refuse_unless_redoable(cfg, name, why)
     old = stage_dir(cfg, name)
     aside = old.with_name(f"{name}.replaced")
     shutil.rmtree(aside, ignore_errors=True)
     old.rename(aside)
     log.warning(f"{name}: made with other settings ({why}); set aside as {aside}, running it again")
+
+
+def mark_started(cfg: CSTConfig, name: str) -> None:
+    """Record the settings a stage starts with, so a half-done stage is never resumed with others."""
+    d = stage_dir(cfg, name)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / STARTED, json.dumps(stage_inputs(cfg, name), indent=1) + "\n")

@@ -20,7 +20,7 @@ from cst_ray.data.constitution import load_constitution
 from cst_ray.data.pairs import read_pair_file
 from cst_ray.data.sources import max_prompt_chars, read_prompts
 from cst_ray.models.resolve import check_model
-from cst_ray.stages.common import is_complete
+from cst_ray.stages.common import STAGES, check_stages_redoable, stage_state
 
 ALL_PARTS = ("prompts", "generation", "pairs", "eval")
 # What each command reads besides the policy model and the run directory (every command).
@@ -40,6 +40,8 @@ def check_inputs(cfg: CSTConfig, command: str) -> dict:
         if value and "://" not in value:
             summary[key] = check_writable_dir(value, key)
     summary["models"] = {"model.name_or_path": check_model(cfg.model.name_or_path)}
+    if command in ("run", "experiment", "check"):  # stages made with other settings: redo or stop, now
+        summary["stages_to_redo"] = check_stages_redoable(cfg, ("prompts", *STAGES))
     for part, fn in (("prompts", _prompts), ("generation", _generation), ("pairs", _pairs), ("eval", _eval)):
         if part in parts:
             summary.update(fn(cfg, summary["models"]))
@@ -62,7 +64,7 @@ def check_writable_dir(path: str, key: str) -> str:
 
 
 def _prompts(cfg: CSTConfig, models: dict) -> dict:
-    if is_complete(cfg, "prompts"):  # validated when it was made; the source may be gone since
+    if stage_state(cfg, "prompts")[0] == "complete":  # validated when it was made; the source may be gone since
         return {"prompts": "complete"}
     if cfg.run_uri:  # a run resumed elsewhere fetches its prompts from run_uri
         from cst_ray.core import storage

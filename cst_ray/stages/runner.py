@@ -23,7 +23,7 @@ from cst_ray.config.load import dump_yaml
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.files import atomic_write_text
 from cst_ray.evaluation.report import write_report
-from cst_ray.stages.common import STAGES, is_complete, stage_dir
+from cst_ray.stages.common import STAGES, is_complete, mark_started, set_aside, stage_dir
 from cst_ray.stages.evaluate import evaluate
 from cst_ray.stages.generate import generate
 from cst_ray.stages.pairs import build_pairs
@@ -64,20 +64,24 @@ def run_all(cfg: CSTConfig) -> dict:
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.yaml", dump_yaml(cfg))
-    times, reused = {}, []
+    times, reused, redone = {}, [], False
     fetch_stage(cfg, "prompts")
     for name, fn in (("generate", generate), ("pairs", build_pairs), ("train", train), ("evaluate", evaluate)):
         if name == "generate" and not cfg.pairs.use_generated:
             continue
         fetch_stage(cfg, name)
+        if redone and stage_dir(cfg, name).exists():  # made from the earlier stage's old outputs
+            set_aside(cfg, name, "an earlier stage was done again")
         if is_complete(cfg, name):
             log.info(f"{name}: complete in {stage_dir(cfg, name)}, reused")
             times[name] = 0.0
             reused.append(name)
             continue
         log.info(f"== {name} ==")
+        mark_started(cfg, name)
         t0 = time.time()
         fn(cfg)
+        redone = True
         times[name] = time.time() - t0
         log.info(f"{name}: done in {times[name]:.0f}s")
         for done in ("prompts", name):  # prompts/ is written by whichever stage runs first
