@@ -56,6 +56,7 @@ def test_shipped_configs_load():
     ("prompts.s0=You are a helpful yet harmless assistant that avoids generating illegal or harmful content.",
      "prompts.s0"),
     ("generation.critic.revision_samples=0", "generation.critic.revision_samples"),
+    ("generation.critique.y0_samples=0", "generation.critique.y0_samples"),
     ("eval.aims.s1_min=1.5", "eval.aims.s1_min"),
     ("data.benign_sources=[nq_open]", "data.benign_sources"),
     ("pairs.reference_dtype=fp8", "pairs.reference_dtype"),

@@ -37,3 +37,30 @@ def test_one_sample_is_one_call():
     revs, attempts, _ = revise_until_harmless(engine, [[{"role": "user", "content": k}] for k in "ab"],
                                               samples=1, trim=False)
     assert attempts == [1, 1] and engine.calls == [2]
+
+
+def test_answers_under_s0_are_resampled_while_they_refuse():
+    from cst_ray.generation.critique import answer_until_compliant
+
+    engine = ScriptedEngine({
+        "a": ["Sure, here is the plan: first, ..."],
+        "b": ["I'm sorry, but I can't help with that.", "Here is how: step 1, ..."],
+        "c": ["I cannot help with that.", "I'm sorry, I can't.", "I can't assist with that."],
+    })
+    convs = [[{"role": "user", "content": k}] for k in "abc"]
+    y0, attempts, spent = answer_until_compliant(engine, convs, samples=3, trim=False)
+    assert [c.text for c in y0] == ["Sure, here is the plan: first, ...", "Here is how: step 1, ...",
+                                    "I can't assist with that."]  # still a refusal: rejected later, counted
+    assert attempts == [1, 2, 3] and spent == [7, 14, 21]
+    assert engine.calls == [3, 2, 1]
+
+
+def test_resampled_answers_reach_the_rows_and_the_model_card():
+    from cst_ray.config.load import load_config
+    from cst_ray.generation.critique import GENERATION_SCHEMA
+    from cst_ray.training.driver import _data_note
+
+    assert "y0_attempts" in GENERATION_SCHEMA.names
+    cfg = load_config("configs/tiny.yaml", ["generation.critique.y0_samples=4"])
+    assert "Up to 4 answers were sampled" in _data_note(cfg)
+    assert "sampled" not in _data_note(load_config("configs/tiny.yaml", []))

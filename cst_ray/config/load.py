@@ -216,6 +216,7 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(cfg.generation.critique.principles_per_prompt >= 1, "generation.critique.principles_per_prompt", "must be >= 1")
     need(cfg.generation.critique.revision_rounds >= 1, "generation.critique.revision_rounds", "must be >= 1")
     need(cfg.generation.critic.revision_samples >= 1, "generation.critic.revision_samples", "must be >= 1")
+    need(cfg.generation.critique.y0_samples >= 1, "generation.critique.y0_samples", "must be >= 1")
     need("{prompt}" in cfg.generation.critique.y0_template, "generation.critique.y0_template", "must contain {prompt}")
     need(bool(cfg.train.methods) and set(cfg.train.methods) <= {"cst", "dpo"}, "train.methods",
          "must be a non-empty list of 'cst' and/or 'dpo'")

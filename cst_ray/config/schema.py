@@ -99,6 +99,11 @@ class CritiqueConfig:
     principles_per_prompt: int = 1
     revision_rounds: int = 1
     y0_template: str = "{prompt}"
+    # Answers sampled under s0 per prompt while the answer is a refusal (the first that is not
+    # is kept; counted in `y0_attempts`). 1 = the paper: one answer, a refusal is rejected as
+    # `y0_already_refusal`. More helps a policy that often refuses even when told it is
+    # uncensored; it selects the data, so exported model cards say so.
+    y0_samples: int = 1
     critique_max_new_tokens: int = 0  # 0 = generation.engine.max_new_tokens
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 
 import pyarrow as pa
 
@@ -49,6 +50,7 @@ GENERATION_SCHEMA = pa.schema(
         ("rounds", pa.int32()),
         ("critic", pa.string()),  # the model that wrote critique and y1 ("" = the policy itself)
         ("revision_attempts", pa.int32()),  # revisions sampled in the last round (critic.revision_samples)
+        ("y0_attempts", pa.int32()),  # answers sampled under s0 (critique.y0_samples)
         ("model", pa.string()),
         ("node_id", pa.string()),  # the Ray node whose actor generated the row
         ("prompt_tokens", pa.int32()),
@@ -97,28 +99,41 @@ def reject_reason(y0: Completion, y1: Completion, filters: FilterConfig) -> str:
     return ""
 
 
-def revise_until_harmless(engine, conversations: list, samples: int,
-                          trim: bool) -> tuple[list[Completion], list[int], list[int]]:
-    """One revision per conversation; a revision not judged harmless (refusal patterns) is
-    resampled, up to `samples` samples in all. Returns the last revision of each and its
-    number of samples; the tokens of every sample count in the caller's totals."""
+def sample_until(engine, conversations: list, samples: int, trim: bool,
+                 accept: Callable[[str], bool]) -> tuple[list[Completion], list[int], list[int]]:
+    """One completion per conversation; one that `accept` refuses is resampled, up to
+    `samples` samples in all. Returns the last completion of each, its number of samples, and
+    the tokens spent on all of them (every sample counts in the caller's totals)."""
     todo = list(range(len(conversations)))
-    revs: list[Completion | None] = [None] * len(conversations)
+    outs: list[Completion | None] = [None] * len(conversations)
     attempts = [0] * len(conversations)
     spent = [0] * len(conversations)
     for attempt in range(1, samples + 1):
-        outs = engine.chat([conversations[i] for i in todo])
+        got = engine.chat([conversations[i] for i in todo])
         retry = []
-        for i, r in zip(todo, outs):
+        for i, r in zip(todo, got):
             spent[i] += r.completion_tokens
-            revs[i] = trim_to_sentence(r) if trim else r
+            outs[i] = trim_to_sentence(r) if trim else r
             attempts[i] = attempt
-            if not is_refusal(revs[i].text):
+            if not accept(outs[i].text):
                 retry.append(i)
         todo = retry
         if not todo:
             break
-    return revs, attempts, spent
+    return outs, attempts, spent
+
+
+def revise_until_harmless(engine, conversations: list, samples: int,
+                          trim: bool) -> tuple[list[Completion], list[int], list[int]]:
+    """Revisions, each resampled until the refusal patterns judge it harmless (`sample_until`)."""
+    return sample_until(engine, conversations, samples, trim, accept=is_refusal)
+
+
+def answer_until_compliant(engine, conversations: list, samples: int,
+                           trim: bool) -> tuple[list[Completion], list[int], list[int]]:
+    """y0 under s0, each resampled while it is a refusal (`sample_until`): a model that often
+    refuses even uncensored yields rows with something to revise."""
+    return sample_until(engine, conversations, samples, trim, accept=lambda text: not is_refusal(text))
 
 
 def draw_principles(prompt_id: str, n: int, total: int, seed: int) -> list[int]:
@@ -157,9 +172,8 @@ class CritiqueChain(EngineActor):
              {"role": "user", "content": self.critique_cfg.y0_template.format(prompt=p)}]
             for p in prompts
         ]
-        y0 = self.engine.chat(base)
-        if self.filters.trim_truncated:
-            y0 = [trim_to_sentence(c) for c in y0]
+        y0_samples = self.critique_cfg.y0_samples if self.filters.y0_refusal else 1
+        y0, y0_attempts, y0_spent = answer_until_compliant(self.engine, base, y0_samples, self.filters.trim_truncated)
         crit_tokens = self.critique_cfg.critique_max_new_tokens or None
 
         # One branch per (prompt, drawn principle).
@@ -169,7 +183,7 @@ class CritiqueChain(EngineActor):
             for k, pi in enumerate(draw_principles(pid, n, len(self.principles), self.engine.cfg.seed)):
                 conv = base[i] + [{"role": "assistant", "content": y0[i].text}]
                 branches.append(dict(i=i, k=k, principle=self.principles[pi], conv=conv, attempts=0,
-                                     critiques=[], revisions=[], last=y0[i], gen=y0[i].completion_tokens))
+                                     critiques=[], revisions=[], last=y0[i], gen=y0_spent[i]))
         for _ in range(self.critique_cfg.revision_rounds):
             for b in branches:
                 b["conv"] = b["conv"] + [{"role": "user", "content": b["principle"].critique}]
@@ -201,7 +215,8 @@ class CritiqueChain(EngineActor):
                 y0=y0[i].text, critique=b["critiques"][-1], y1=y1.text,
                 critiques=b["critiques"], revisions=b["revisions"],
                 principle=b["principle"].name, rounds=len(b["revisions"]), critic=self.critic_name,
-                revision_attempts=b["attempts"], model=self.model_name, node_id=self.node_id,
+                revision_attempts=b["attempts"], y0_attempts=y0_attempts[i], model=self.model_name,
+                node_id=self.node_id,
                 prompt_tokens=y0[i].prompt_tokens, y0_tokens=y0[i].completion_tokens,
                 y1_tokens=y1.completion_tokens, generated_tokens=b["gen"],
                 y0_finish=y0[i].finish_reason, y1_finish=y1.finish_reason,

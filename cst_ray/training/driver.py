@@ -47,10 +47,16 @@ def _data_note(cfg: CSTConfig) -> str:
     if not cfg.pairs.use_generated:
         return "Pairs: the pair files in pairs.extra_tasks only (no generation)."
     if critic:
-        return (f"Pairs: `{cfg.model.name_or_path}` answered under the uncensored prompt (y0); a separate critic "
+        note = (f"Pairs: `{cfg.model.name_or_path}` answered under the uncensored prompt (y0); a separate critic "
                 f"model, `{critic}`, wrote the critique and the revision (y1). This departs from the paper's "
                 f"self-critique, in which the model being tuned revises its own answers.")
-    return "Pairs: the model answered, critiqued and revised itself (the paper's self-critique)."
+    else:
+        note = "Pairs: the model answered, critiqued and revised itself (the paper's self-critique)."
+    k = cfg.generation.critique.y0_samples
+    if k > 1:
+        note += (f" Up to {k} answers were sampled under the uncensored prompt and the first that was not a "
+                 f"refusal kept: a selection of the data the paper does not make.")
+    return note
 
 
 def _passthrough_env() -> dict:
