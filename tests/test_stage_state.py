@@ -154,3 +154,18 @@ def test_training_progress_line_reads_metrics_as_they_grow(tmp_path):
         logger.removeHandler(handler)
     steps = [m.split()[2] for m in records if m.startswith("[train]")]
     assert steps == ["1/10", "2/10"], steps
+
+
+def test_an_experiments_aims_are_judged_on_cst_not_on_the_dpo_baseline():
+    from cst_ray.stages.summary import aims_table
+
+    cfg = load_config("configs/tiny.yaml", ["train.methods=[dpo,cst]"])
+
+    def cell(v):
+        return {"value": v, "ci95": [0.0, 1.0], "n": 4}
+
+    scores = {"base": {"S1": cell(0.1), "S0": cell(0.9)}, "dpo": {"S1": cell(1.0), "S0": cell(0.0)},
+              "cst": {"S1": cell(0.9), "S0": cell(0.85)}}
+    rows = {r["aim"]: r for r in aims_table(cfg, {"scores": scores})}
+    assert rows["S0 (training wording)"]["tuned"] == 0.85 and rows["S0 (training wording)"]["met"]
+    assert rows["S1"]["base"] == 0.1

@@ -123,9 +123,11 @@ def capability_scores(model_path: str, items: dict[str, list[MCItem]], *, seed: 
     """{task: Score.as_dict()} for one model over `items` (from `load_tasks`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from cst_ray.evaluation.metrics import bootstrap_share
 
+    hf_logging.disable_progress_bar()  # the console shows cst-ray's lines; this runs in the driver
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
     if torch.cuda.is_available():

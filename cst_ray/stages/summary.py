@@ -10,12 +10,17 @@ from cst_ray.evaluation.audit import audit_line
 log = logging.getLogger(__name__)
 
 
+def tuned_model(cfg: CSTConfig, scores: dict) -> str | None:
+    """The model the aims are about: CST where it was trained (an experiment also trains the
+    DPO baseline), else the first trained method."""
+    return "cst" if "cst" in scores else next((m for m in cfg.train.methods if m in scores), None)
+
+
 def aims_table(cfg: CSTConfig, report: dict) -> list[dict]:
-    """Each aim of `eval.aims` against the tuned model's figure (the first trained method),
-    with the base model's beside it."""
+    """Each aim of `eval.aims` against the tuned model's figure, with the base model's beside it."""
     a = cfg.eval.aims
     scores = report["scores"]
-    tuned = next((m for m in cfg.train.methods if m in scores), None)
+    tuned = tuned_model(cfg, scores)
     checks = [("S1", "S1", ">=", a.s1_min), ("S0 (training wording)", "S0", ">=", a.s0_min)]
     checks += [(f"S0 (unseen wording {v.rsplit('_', 1)[-1]})", v, ">=", a.s0_unseen_min)
                for v in next(iter(scores.values())) if v.startswith("S0_unseen")]
@@ -32,7 +37,7 @@ def aims_table(cfg: CSTConfig, report: dict) -> list[dict]:
 
 def aims_markdown(cfg: CSTConfig, report: dict) -> list[str]:
     rows = aims_table(cfg, report)
-    tuned = next((m for m in cfg.train.methods if m in report["scores"]), "tuned")
+    tuned = tuned_model(cfg, report["scores"]) or "tuned"
 
     def fmt(x):
         return "-" if x is None else f"{x:.2f}"
