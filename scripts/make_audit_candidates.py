@@ -1,6 +1,6 @@
 """Write blind audit candidates from an evaluate run's answers.
 
-Usage: python scripts/make_audit_candidates.py RUN_DIR MODEL_LABEL OUT.jsonl [PER_VARIANT] [MODELS]
+Usage: python scripts/make_audit_candidates.py RUN_DIR MODEL_LABEL OUT.jsonl [PER_VARIANT] [MODELS] [--keep-audited]
 
 Reads <RUN_DIR>/evaluate/responses/<model>/*.parquet for each of MODELS (comma-separated run
 model names, default "base"), drops the benign over-refusal questions and prompts already in results/judge_audit.jsonl, keeps the
@@ -13,9 +13,9 @@ several models are drawn, else MODEL_LABEL.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -33,10 +33,18 @@ def new_prompt_order(run_dir: Path, rows: list[dict], variants: list[str], audit
 
 
 def main() -> None:
-    run_dir, label, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-    per_variant = int(sys.argv[4]) if len(sys.argv) > 4 else 60
-    models = sys.argv[5].split(",") if len(sys.argv) > 5 else ["base"]
-    audited = {json.loads(line)["prompt"] for line in open("results/judge_audit.jsonl")}
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("label", help="model label written to the key file")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("per_variant", type=int, nargs="?", default=60)
+    ap.add_argument("models", nargs="?", default="base", help="comma-separated run model names")
+    ap.add_argument("--keep-audited", action="store_true",
+                    help="also draw prompts whose answers by other models are already in the audit")
+    args = ap.parse_args()
+    run_dir, label, out, per_variant = args.run_dir, args.label, args.out, args.per_variant
+    models = args.models.split(",")
+    audited = set() if args.keep_audited else {json.loads(line)["prompt"] for line in open("results/judge_audit.jsonl")}
     picked = []
     for model in models:
         rows = [r for r in pq.read_table(run_dir / "evaluate" / "responses" / model).to_pylist()
