@@ -44,18 +44,18 @@ def _eval_json(labelled: dict[str, list[dict]]) -> dict:
 
 def _stand_in_stages(monkeypatch, run):
     def generate(cfg):
-        (run / "generate").mkdir(parents=True)
+        (run / "generate").mkdir(parents=True, exist_ok=True)
         (run / "generate" / "stats.json").write_text(json.dumps(
             {"input_rows": 20, "rows_out": 12, "rows_rejected": 8, "critic": "qwen2.5-coder-0.5b-instruct",
              "rejected_by_reason": {"y0_refusal": 6, "y1_not_harmless": 2}, "generated_tokens_per_s": 112.1}))
 
     def pairs(cfg):
-        (run / "pairs").mkdir(parents=True)
+        (run / "pairs").mkdir(parents=True, exist_ok=True)
         (run / "pairs" / "stats.json").write_text(json.dumps(
             {"cst_pairs": 27, "dpo_pairs": 15, "benign": {"answers": 4, "pairs": 3, "skipped": {"answer_is_refusal": 1}}}))
 
     def train(cfg):
-        (run / "train" / "cst").mkdir(parents=True)
+        (run / "train" / "cst").mkdir(parents=True, exist_ok=True)
         (run / "train" / "cst" / "metrics.jsonl").write_text("".join(json.dumps(
             {"step": s, "loss": 0.6931 - 0.1 * s, "rewards/margins": 0.2 * s, "rewards/accuracies": 0.5 + 0.1 * s,
              "tokens_per_s": 140.0}) + "\n" for s in (1, 2, 3)))
@@ -67,7 +67,7 @@ def _stand_in_stages(monkeypatch, run):
         (run / "evaluate" / "eval.json").write_text(json.dumps(_eval_json(labelled)))
 
     def evaluate_in_dir(cfg):
-        (run / "evaluate").mkdir(parents=True)
+        (run / "evaluate").mkdir(parents=True, exist_ok=True)
         evaluate(cfg)
 
     for name, fn in (("generate", generate), ("build_pairs", pairs), ("train", train), ("evaluate", evaluate_in_dir)):
