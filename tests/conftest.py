@@ -13,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Ray clusters started by tests (fixtures that import Ray before cst-ray's init_ray, the job
 # test's head) listen on loopback only, as the embedded default does (core/ray_env.py).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# and never join a cluster the developer's shell points at: each test starts and stops its own
+os.environ.pop("RAY_ADDRESS", None)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ worker process that logs), writing `[cst-ray] message` lines to stderr."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def attach_run_log(run_dir: str | Path, verbose: bool = False) -> Path:
 
 def link_ray_session_logs(run_dir: str | Path) -> None:
     """<run_dir>/logs/ray-session -> this Ray session's folder (worker stdout/stderr files)."""
-    session = Path("/tmp/ray/session_latest")
+    # Ray's own rule for its temp root (ray._common.utils.get_default_system_temp_dir)
+    root = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else "")
+    session = Path(root or "/tmp") / "ray" / "session_latest"
     link = Path(run_dir) / "logs" / "ray-session"
     if session.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
