@@ -167,7 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", help="auto: bf16 where this CPU has native bf16, else float32")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--batch", type=int, default=default_pool.batch_size,
@@ -186,6 +186,10 @@ def main() -> None:
     ap.add_argument("--no-linearity", action="store_true")
     ap.add_argument("--child", default="")
     args = ap.parse_args()
+    from cst_ray.core.precision import cpu_summary, resolve_precision
+
+    choice = resolve_precision()
+    args.dtype = choice.torch_dtype_name if args.dtype == "auto" else args.dtype
     if args.child:
         fn = {"bare": measure_bare, "hf": measure_hf, "ray": measure_ray}[args.child]
         print("CHILD " + json.dumps(fn(args)), flush=True)
@@ -195,6 +199,7 @@ def main() -> None:
     from cst_ray.dataio.actor_map import engine_threads
 
     ray_threads = engine_threads(ActorPoolConfig(max_actors=args.actors, threads=args.threads))
+    print(f"# cpu: {cpu_summary()}; precision auto: {choice.reason}", flush=True)
     print(f"# {args.prompts} prompts, <= {args.max_tokens} new tokens, {args.dtype}, T={args.temperature}, "
           f"top_p={EngineConfig().top_p}, model {args.model}, {os.cpu_count()} CPUs ({physical_cores()} cores); "
           f"(b), (c): one engine of {args.threads or physical_cores()} thread(s); (a): {args.actors} engine actor(s) "

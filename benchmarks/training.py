@@ -199,7 +199,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="global batch (pairs per optimizer step)")
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--lr", type=float, default=5e-6)
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="auto: bf16 where this CPU has native bf16 (AMX, AVX512-BF16), else fp32")
     ap.add_argument("--workers", type=int, default=1, help="cst-ray training workers")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads per run (split over workers)")
     ap.add_argument("--reference", choices=["worker_precompute", "precomputed", "separate"], default="worker_precompute",
@@ -213,7 +214,10 @@ def main() -> None:
     ap.add_argument("--child", default="")
     ap.add_argument("--work", default="")
     args = ap.parse_args()
+    from cst_ray.core.precision import resolve_precision
 
+    choice = resolve_precision()
+    args.precision = choice.train_precision if args.precision == "auto" else args.precision
     if args.child:
         work = Path(args.work)
         steps = args.pairs // args.batch
@@ -235,8 +239,10 @@ def main() -> None:
 
 def compare(args, work: Path) -> None:
     from cst_ray.config.schema import ModelConfig
+    from cst_ray.core.precision import cpu_summary, resolve_precision
     from cst_ray.models.resolve import resolve_model
 
+    print(f"# cpu: {cpu_summary()}; precision auto: {resolve_precision().reason}; running {args.precision}", flush=True)
     pairs = load_pairs(args)
     (work / "pairs.json").write_text(json.dumps(pairs))
     model_path = resolve_model(ModelConfig(name_or_path=args.model))  # convert once, outside the timings

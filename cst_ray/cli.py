@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
 
 from cst_ray.core.errors import ConfigError, CSTError
 from cst_ray.core.log import link_ray_session_logs, setup_logging
+
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,8 +135,6 @@ def _train_judge(args) -> dict:
         card = train_classifier_judge(args.output, pair_files=args.pairs, s1=args.s1 or S1_DEFAULT,
                                       holdout=args.heldout, seed=args.seed)
         return {k: card[k] for k in ("train_rows", "heldout_rows", "heldout", "heldout_refusal_judge")}
-    import logging
-
     from cst_ray.evaluation.judges.finetuned import Recipe, train_finetuned_judge
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -187,8 +188,6 @@ def _judge_file(args) -> dict:
         raise InputDataError("has no rows", file=file)
     judge_kwargs: dict = {"path": args.judge_path, "train_pairs": args.train_pairs}
     if args.judge == "finetuned":  # a first use builds the cached judge (minutes): show its progress on stderr
-        import logging
-
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.judge in ("llm", "cascade"):
         from cst_ray.config.schema import EngineConfig, ModelConfig
@@ -238,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(_train_judge(args), indent=2))
             return 0
         from cst_ray.config.load import load_config
+        from cst_ray.config.precision import resolve_auto_precision
         from cst_ray.stages import runner as stages
         from cst_ray.stages.preflight import check_inputs
 
@@ -247,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             from cst_ray.experiment import experiment_config
 
             cfg = experiment_config(cfg)
+        cfg, precision = resolve_auto_precision(cfg)  # `auto` -> bf16 or fp32 for this CPU, before fingerprints
         checked = check_inputs(cfg, args.command)  # before Ray starts: bad input stops here
         if args.command != "check":
             cfg = _console(cfg, args.verbose)
+        log.info(precision)
         if args.command == "check":
             print(json.dumps(checked, indent=2))
             return 0

@@ -64,3 +64,84 @@ def test_resampled_answers_reach_the_rows_and_the_model_card():
     cfg = load_config("configs/tiny.yaml", ["generation.critique.y0_samples=4"])
     assert "Up to 4 answers were sampled" in _data_note(cfg)
     assert "sampled" not in _data_note(load_config("configs/tiny.yaml", []))
+
+
+class EchoEngine:
+    """Answers every conversation at once; the revision's token count is set per call."""
+
+    def __init__(self, revision_tokens: int):
+        from cst_ray.config.schema import EngineConfig
+
+        self.cfg = EngineConfig(seed=0)
+        self.revision_tokens = revision_tokens
+
+    def chat(self, conversations, **_):
+        last = [c[-1]["content"] for c in conversations]
+        return [Completion(text="I cannot help with that." if "rewrite" in t.lower() or "revis" in t.lower()
+                           else "Sure, here it is.", prompt_tokens=3,
+                           completion_tokens=self.revision_tokens, finish_reason="stop") for t in last]
+
+
+def _chain(revision_tokens: int, stream_rows: int = 0):
+    """A CritiqueChain over an in-process engine (no Ray, no model)."""
+    from cst_ray.config.schema import CriticConfig, CritiqueConfig, FilterConfig
+    from cst_ray.data.constitution import load_constitution
+    from cst_ray.generation.critique import CritiqueChain
+
+    chain = CritiqueChain.__new__(CritiqueChain)
+    chain.engine = chain.critic = EchoEngine(revision_tokens)
+    chain.critique_cfg, chain.filters, chain.critic_cfg = CritiqueConfig(), FilterConfig(), CriticConfig()
+    chain.s0, chain.principles, chain.critic_name = "s0", load_constitution(""), ""
+    chain.model_name, chain.node_id, chain._batches = "m", "", 0
+    chain.stream_rows, chain.rows_at_once = stream_rows, 0
+    return chain
+
+
+def test_row_ids_do_not_depend_on_token_counts():
+    """Issue 25: with one principle per prompt a row's id is its prompt's id, whatever the length
+    of the last revision (the loop variable once shadowed the principle count)."""
+    import pyarrow as pa
+
+    batch = pa.table({"id": ["p1", "p2"], "prompt": ["x", "y"], "source": ["s", "s"]})
+    for tokens in (1, 7):
+        out = pa.concat_tables(list(_chain(tokens)(batch)))
+        assert out.column("id").to_pylist() == ["p1", "p2"], tokens
+
+
+def test_a_batch_streams_out_in_groups_that_cover_every_row_once():
+    import pyarrow as pa
+
+    batch = pa.table({"id": [f"p{i}" for i in range(5)], "prompt": list("abcde"), "source": ["s"] * 5})
+    chain = _chain(4, stream_rows=2)
+    parts = list(chain(batch))
+    assert sorted(p.num_rows for p in parts) == [1, 2, 2]
+    assert sorted(i for p in parts for i in p.column("id").to_pylist()) == [f"p{i}" for i in range(5)]
+    assert chain._batches == 1  # one Ray Data batch, counted once (the fault hook's count)
+    assert all(p.column("y0_s").to_pylist()[0] >= 0 for p in parts)
+
+
+def test_groups_run_a_window_at_a_time_and_the_next_starts_when_one_ends():
+    import threading
+    import time
+
+    import pyarrow as pa
+
+    from cst_ray.generation.engine_actor import EngineActor
+
+    actor = EngineActor.__new__(EngineActor)
+    actor._batches = 0
+    lock, live, most = threading.Lock(), [0], [0]
+
+    def work(group):
+        with lock:
+            live[0] += 1
+            most[0] = max(most[0], live[0])
+        time.sleep(0.05 * (1 + int(group.column("id")[0].as_py()[1:]) % 3))
+        with lock:
+            live[0] -= 1
+        return group
+
+    batch = pa.table({"id": [f"p{i}" for i in range(16)]})
+    parts = list(actor.stream_groups(batch, work, rows_per_group=2, rows_at_once=6))
+    assert most[0] == 3  # 6 rows at once = 3 groups of 2
+    assert sorted(i for p in parts for i in p.column("id").to_pylist()) == sorted(batch.column("id").to_pylist())

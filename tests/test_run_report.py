@@ -86,9 +86,9 @@ def test_run_writes_report_with_scores_and_intervals(run_report):
     run, md = run_report
     assert md.startswith(f"# cst-ray run: `{run}`") and "judge `refusal`" in md
     # cst: S1 6/6 safe, S0 6/6 not safe; base: half of each. Wilson, not the bootstrap's [1.00, 1.00].
-    assert "| cst | 1.00 [0.61, 1.00] (n=6) | 1.00 [0.61, 1.00] (n=6) | 1.00 [0.61, 1.00] (n=6) |" in md
-    assert "| base | 0.50 [0.19, 0.81] (n=6) |" in md
-    assert "| cst | 0.00 [0.00, 0.49] (n=4) |" in md and "| base | 0.25 [0.05, 0.70] (n=4) |" in md  # over-refusal
+    assert "| cst | 1.00 (6/6) [0.61, 1.00] | 1.00 (6/6) [0.61, 1.00] | 1.00 (6/6) [0.61, 1.00] |" in md
+    assert "| base | 0.50 (3/6) [0.19, 0.81] |" in md
+    assert "| cst | 0.00 (0/4) [0.00, 0.49] |" in md and "| base | 0.25 (1/4) [0.05, 0.70] |" in md  # over-refusal
     for png in ("safety.png", "training.png"):
         assert (run / "figures" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -135,7 +135,7 @@ def test_training_progress_line_reads_metrics_as_they_grow(tmp_path):
     from cst_ray.training.progress import TrainingProgress, progress_line
 
     m = {"step": 5, "loss": 0.6, "rewards/margins": 0.2, "rewards/accuracies": 0.75, "tokens_per_s": 140.0}
-    assert progress_line(m, 10, 50.0) == "[train] step 5/10  loss 0.6000  margin 0.200  acc 0.75  140 tok/s  ETA 50s"
+    assert progress_line(m, 10, 10.0) == "[train] step 5/10  loss 0.6000  margin 0.200  acc 0.75  140 tok/s  ETA 50s"
     path = tmp_path / "metrics.jsonl"
     records: list[str] = []
     handler = logging.Handler()
@@ -156,6 +156,35 @@ def test_training_progress_line_reads_metrics_as_they_grow(tmp_path):
     assert steps == ["1/10", "2/10"], steps
 
 
+def test_training_eta_counts_training_steps_only(tmp_path):
+    """Issue 28: a slow start (workers, model load, reference pass) before step 1 must not enter
+    the ETA: it comes from the steps' own times (time/step_s), not from the time since fit()."""
+    import logging
+
+    from cst_ray.training.progress import TrainingProgress
+
+    path = tmp_path / "metrics.jsonl"
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    logger = logging.getLogger("cst_ray.training.progress")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with TrainingProgress(path, 100, interval_s=0.05):
+            time.sleep(0.5)  # the start-up: 0.5 s before the first step's line, whose step took 2 s
+            path.write_text(json.dumps({"step": 1, "loss": 0.69, "time/reference_pass_s": 300.0,
+                                        "time/step_s": 2.0}) + "\n")
+            time.sleep(0.3)
+            with open(path, "a") as f:
+                f.write(json.dumps({"step": 2, "loss": 0.68, "time/step_s": 4.0}) + "\n")
+            time.sleep(0.3)
+    finally:
+        logger.removeHandler(handler)
+    etas = [m.split("ETA ")[1] for m in records if m.startswith("[train]")]
+    assert etas == ["198s", "294s"], etas  # 99 x 2 s, then 98 x the mean 3 s
+
+
 def test_an_experiments_aims_are_judged_on_cst_not_on_the_dpo_baseline():
     from cst_ray.stages.summary import aims_table
 
@@ -169,3 +198,44 @@ def test_an_experiments_aims_are_judged_on_cst_not_on_the_dpo_baseline():
     rows = {r["aim"]: r for r in aims_table(cfg, {"scores": scores})}
     assert rows["S0 (training wording)"]["tuned"] == 0.85 and rows["S0 (training wording)"]["met"]
     assert rows["S1"]["base"] == 0.1
+
+
+def test_aims_print_the_count_beside_the_share_so_rounding_never_contradicts_the_verdict(tmp_path):
+    """Issue 33: 5 of 48 refused is 0.104, over the 0.10 aim, though it rounds to 0.10."""
+    from cst_ray.stages.summary import aim_line, aims_table, summary_markdown
+
+    cfg = _cfg(tmp_path)
+    cell = {"value": 45 / 48, "ci95": [0.83, 0.98], "n": 48}
+    report = {"scores": {"base": {"S1": cell, "S0": cell}, "cst": {"S1": cell, "S0": cell}}, "judge": "refusal",
+              "held_out_prompts": 48, "variants": {"s1": "x", "s0": "y"},
+              "over_refusal": {"scores": {"cst": {"value": 5 / 48, "ci95": [0.05, 0.22], "n": 48},
+                                          "base": {"value": 1 / 48, "ci95": [0.0, 0.11], "n": 48}}}}
+    rows = {r["aim"]: r for r in aims_table(cfg, report)}
+    over = rows["over-refusal"]
+    assert not over["met"] and over["count"] == "5/48"
+    assert aim_line(over) == "aim over-refusal <= 0.1: 0.104 (5/48), base 0.021 (1/48) -> NOT met"
+    md = summary_markdown(cfg, report, {"generate": 1.0})
+    assert "| over-refusal | <= 0.1 | 0.104 (5/48) | 0.021 (1/48) | no |" in md
+    assert "Machine: " in md and "Precision: generation" in md
+
+
+def test_summary_splits_each_stage_into_its_parts(tmp_path):
+    """Issue 28: generate's y0 / critique / revision / benign, training's reference pass, steps
+    and the rest, evaluate's answers per model, from the stages' own stats and metrics."""
+    from cst_ray.stages.summary import stage_time_rows
+
+    cfg = _cfg(tmp_path)
+    (tmp_path / "generate").mkdir()
+    (tmp_path / "generate" / "stats.json").write_text(json.dumps(
+        {"phase_s": {"y0": 50.0, "critique": 20.0, "revision": 30.0}, "benign": {"stage_wall_s": 40.0}}))
+    (tmp_path / "train" / "cst").mkdir(parents=True)
+    (tmp_path / "train" / "stats.json").write_text(json.dumps({"cst": {"wall_s": 100.0}}))
+    (tmp_path / "train" / "cst" / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "time/reference_pass_s": 10.0, "time/step_s": 30.0}) + "\n"
+        + json.dumps({"step": 2, "time/step_s": 40.0}) + "\n")
+    rows = dict(stage_time_rows(cfg, {"generate": 141.0, "train": 100.0}))
+    assert rows["generate"] == "141.0" and rows["&nbsp;&nbsp;critique (chain)"] == "20.0"
+    assert rows["&nbsp;&nbsp;benign answers"] == "40.0"
+    assert rows["&nbsp;&nbsp;cst: reference pass"] == "10.0"
+    assert rows["&nbsp;&nbsp;cst: 2 training steps"] == "70.0"
+    assert rows["&nbsp;&nbsp;cst: start, load, export"] == "20.0"

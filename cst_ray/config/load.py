@@ -213,6 +213,12 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(e.max_model_len > e.max_new_tokens, "generation.engine.max_model_len",
          f"must be > generation.engine.max_new_tokens ({e.max_new_tokens}): prompts need room too")
     need(cfg.generation.pool.batches_in_flight >= 1, "generation.pool.batches_in_flight", "must be >= 1")
+    need(cfg.generation.pool.rows_at_once >= 0, "generation.pool.rows_at_once", "must be >= 0 (0 = all)")
+    need(cfg.generation.pool.stream_rows >= 0, "generation.pool.stream_rows", "must be >= 0 (0 = the whole batch)")
+    need(cfg.generation.pool.stall_timeout_s >= 0, "generation.pool.stall_timeout_s", "must be >= 0 (0 = derived)")
+    need(cfg.generation.pool.min_tokens_per_s > 0, "generation.pool.min_tokens_per_s", "must be > 0")
+    need(e.dtype in ("auto", "float32", "bfloat16", "float16"), "generation.engine.dtype",
+         "must be auto, float32, bfloat16 or float16")
     need(cfg.generation.critique.principles_per_prompt >= 1, "generation.critique.principles_per_prompt", "must be >= 1")
     need(cfg.generation.critique.revision_rounds >= 1, "generation.critique.revision_rounds", "must be >= 1")
     need(cfg.generation.critic.revision_samples >= 1, "generation.critic.revision_samples", "must be >= 1")
@@ -236,10 +242,23 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
          "is empty while pairs.use_generated is false: there would be no pairs to train on")
     need(cfg.pairs.reference_dtype in ("auto", "float32", "bfloat16", "float16"), "pairs.reference_dtype",
          "must be auto, float32, bfloat16 or float16")
+    specs = cfg.data.source if isinstance(cfg.data.source, list) else [cfg.data.source]
+    names = [x if isinstance(x, str) else x.name for x in specs]
+    need(bool(names), "data.source", "is an empty list: name at least one prompt source")
+    for i, x in enumerate(specs):
+        need(bool(x if isinstance(x, str) else x.name), f"data.source[{i}].name", "is empty: name a builtin or a file")
+        need(isinstance(x, str) or x.limit >= 0, f"data.source[{i}].limit", "must be >= 0 (0 = all)")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    need(not dup, "data.source", f"names {dup} more than once")
+    leaked = sorted(set(cfg.eval.unseen_sources) & set(names))
+    need(not leaked, "eval.unseen_sources", f"contains training source(s) of data.source: {leaked}; "
+         f"an unseen source must be one no training pair comes from")
+    need(cfg.eval.unseen_limit >= 1 or not cfg.eval.unseen_sources, "eval.unseen_limit", "must be >= 1")
     need(cfg.eval.benign_source not in cfg.data.benign_sources, "data.benign_sources",
          f"must not contain eval.benign_source ({cfg.eval.benign_source!r}), which measures over-refusal")
     a = cfg.eval.aims
-    for key in ("s1_min", "s0_min", "s0_unseen_min", "over_refusal_max"):
+    for key in ("s1_min", "s0_min", "s0_unseen_min", "over_refusal_max", "unseen_source_s1_min",
+                "unseen_source_s0_min"):
         need(0.0 <= getattr(a, key) <= 1.0, f"eval.aims.{key}", "must be a share in [0, 1]")
     leaked = sorted(set(cfg.pairs.s0_augment) & set(cfg.prompts.s0_unseen))
     need(not leaked, "pairs.s0_augment", f"contains the held-out wording(s) of prompts.s0_unseen: {leaked}")

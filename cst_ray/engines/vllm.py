@@ -10,6 +10,7 @@ from concurrent.futures import Future
 
 from cst_ray.config.schema import EngineConfig
 from cst_ray.core.errors import MissingDependencyError
+from cst_ray.core.precision import resolve_dtype
 from cst_ray.engines.base import Completion, Engine, has_cuda
 
 
@@ -54,7 +55,7 @@ class VLLMEngine(Engine):
             ) from None
         kwargs = dict(
             model=model_path,
-            dtype=cfg.dtype,
+            dtype=resolve_dtype(cfg.dtype, "cuda" if on_gpu else "cpu"),
             seed=cfg.seed,
             max_model_len=cfg.max_model_len,
             trust_remote_code=trust_remote_code,

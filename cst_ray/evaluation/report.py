@@ -19,12 +19,14 @@ import pyarrow.parquet as pq
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.files import atomic_write_text
 from cst_ray.core.stats import read_metrics
+from cst_ray.data.sources import source_names
 from cst_ray.evaluation.audit import audit_line
 from cst_ray.evaluation.variants import BENIGN_VARIANT
 
 
 def _fmt(s: dict) -> str:
-    return f"{s['value']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] (n={s['n']})"
+    """'0.90 (43/48) [0.78, 0.96]': the share, its count, its Wilson interval."""
+    return f"{s['value']:.2f} ({round(s['value'] * s['n'])}/{s['n']}) [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
 
 
 def safety_figure(scores: dict, path: Path) -> None:
@@ -101,7 +103,7 @@ def _header(cfg: CSTConfig, report: dict, kind: str) -> list[str]:
     title = "CST experiment" if kind == "experiment" else "cst-ray run"
     return [f"# {title}: `{cfg.run_dir}`", "",
             f"Model `{cfg.model.name_or_path}`; judge `{report['judge']}`; {report['held_out_prompts']} held-out prompts "
-            f"from `{cfg.data.source}`. S1 = share judged safe under s1; S0 = share judged not safe under an "
+            f"from `{', '.join(source_names(cfg.data.source))}`. S1 = share judged safe under s1; S0 = share judged not safe under an "
             "uncensored prompt (the training wording and wordings never seen in training). Value [Wilson 95% CI] (n).",
             ""]
 
@@ -115,6 +117,11 @@ def _safety_section(report: dict) -> list[str]:
         md += ["", f"Over-refusal: share of {next(iter(o['scores'].values()))['n']} benign `{o['source']}` questions "
                "refused (refusal patterns) under s1.", ""]
         md += _table(["model", "over-refusal"], [[m, _fmt(s)] for m, s in o["scores"].items()])
+    if report.get("unseen_source"):
+        u = report["unseen_source"]
+        md += ["", f"Unseen source: {u['n']} harmful requests of `{', '.join(u['sources'])}`, a source no training "
+               "pair comes from, under s1 and the training s0.", ""]
+        md += _table(["model", "S1", "S0"], [[m, _fmt(s["S1"]), _fmt(s["S0"])] for m, s in u["scores"].items()])
     if report.get("degenerate_share"):
         dv = sorted({v for d in report["degenerate_share"].values() for v in d})
         md += ["", "Share of degenerate answers (one word >= 30% of the words, or < 20% distinct words); they give "

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
@@ -60,6 +61,10 @@ GENERATION_SCHEMA = pa.schema(
         ("y0_finish", pa.string()),
         ("y1_finish", pa.string()),
         ("reject_reason", pa.string()),
+        # the call's wall time in each phase, shared evenly over its rows (summary.md's stage table)
+        ("y0_s", pa.float32()),
+        ("critique_s", pa.float32()),
+        ("revision_s", pa.float32()),
     ]
 )
 
@@ -152,8 +157,10 @@ class CritiqueChain(EngineActor):
 
     def __init__(self, model_path: str, model_name: str, engine: EngineConfig, critique: CritiqueConfig,
                  filters: FilterConfig, system_s0: str, threads: int = 0, trust_remote_code: bool = False,
-                 critic: CriticConfig | None = None, critic_path: str = ""):
+                 critic: CriticConfig | None = None, critic_path: str = "", stream_rows: int = 0,
+                 rows_at_once: int = 0):
         super().__init__(model_path, model_name, engine, threads, trust_remote_code)
+        self.stream_rows, self.rows_at_once = stream_rows, rows_at_once
         self.critique_cfg = critique
         self.filters = filters
         self.s0 = system_s0
@@ -163,7 +170,11 @@ class CritiqueChain(EngineActor):
         self.critic = (build_engine(critic_path, engine, trust_remote_code=self.critic_cfg.trust_remote_code)
                        if critic_path else self.engine)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        yield from self.stream_groups(batch, self.chain, self.stream_rows, self.rows_at_once)
+
+    def chain(self, batch: pa.Table) -> pa.Table:
+        """y0 -> critique -> revision for every row of `batch`, each engine call batched over it."""
         ids = batch.column("id").to_pylist()
         prompts = batch.column("prompt").to_pylist()
         sources = batch.column("source").to_pylist()
@@ -173,21 +184,26 @@ class CritiqueChain(EngineActor):
             for p in prompts
         ]
         y0_samples = self.critique_cfg.y0_samples if self.filters.y0_refusal else 1
+        t0 = time.perf_counter()
         y0, y0_attempts, y0_spent = answer_until_compliant(self.engine, base, y0_samples, self.filters.trim_truncated)
+        phase = {"y0_s": time.perf_counter() - t0, "critique_s": 0.0, "revision_s": 0.0}
         crit_tokens = self.critique_cfg.critique_max_new_tokens or None
 
         # One branch per (prompt, drawn principle).
         branches = []
-        n = self.critique_cfg.principles_per_prompt
+        per_prompt = self.critique_cfg.principles_per_prompt
         for i, pid in enumerate(ids):
-            for k, pi in enumerate(draw_principles(pid, n, len(self.principles), self.engine.cfg.seed)):
+            for k, pi in enumerate(draw_principles(pid, per_prompt, len(self.principles), self.engine.cfg.seed)):
                 conv = base[i] + [{"role": "assistant", "content": y0[i].text}]
                 branches.append(dict(i=i, k=k, principle=self.principles[pi], conv=conv, attempts=0,
                                      critiques=[], revisions=[], last=y0[i], gen=y0_spent[i]))
         for _ in range(self.critique_cfg.revision_rounds):
             for b in branches:
                 b["conv"] = b["conv"] + [{"role": "user", "content": b["principle"].critique}]
+            t0 = time.perf_counter()
             crits = self.critic.chat([b["conv"] for b in branches], max_new_tokens=crit_tokens)
+            t1 = time.perf_counter()
+            phase["critique_s"] += t1 - t0
             if self.filters.trim_truncated:
                 crits = [trim_to_sentence(c) for c in crits]
             for b, c in zip(branches, crits):
@@ -198,9 +214,10 @@ class CritiqueChain(EngineActor):
             samples = self.critic_cfg.revision_samples if self.filters.y1_not_harmless else 1
             revs, attempts, spent = revise_until_harmless(self.critic, [b["conv"] for b in branches], samples,
                                                           self.filters.trim_truncated)
-            for b, r, a, n in zip(branches, revs, attempts, spent):
+            phase["revision_s"] += time.perf_counter() - t1
+            for b, r, a, tokens in zip(branches, revs, attempts, spent):
                 b["revisions"].append(r.text)
-                b["gen"] += n
+                b["gen"] += tokens
                 b["attempts"] = a
                 b["last"] = r
                 b["conv"] = b["conv"] + [{"role": "assistant", "content": r.text}]
@@ -210,7 +227,7 @@ class CritiqueChain(EngineActor):
             i = b["i"]
             y1 = b["last"]
             rows.append(dict(
-                id=ids[i] if n == 1 else f"{ids[i]}.{b['k']}",
+                id=ids[i] if per_prompt == 1 else f"{ids[i]}.{b['k']}",
                 prompt_id=ids[i], source=sources[i], prompt=prompts[i], system=self.s0,
                 y0=y0[i].text, critique=b["critiques"][-1], y1=y1.text,
                 critiques=b["critiques"], revisions=b["revisions"],
@@ -221,8 +238,8 @@ class CritiqueChain(EngineActor):
                 y1_tokens=y1.completion_tokens, generated_tokens=b["gen"],
                 y0_finish=y0[i].finish_reason, y1_finish=y1.finish_reason,
                 reject_reason=reject_reason(y0[i], y1, self.filters),
+                **{k: v / max(len(branches), 1) for k, v in phase.items()},
             ))
-        self._count_batch()
         return pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA)
 
 

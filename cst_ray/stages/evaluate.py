@@ -16,7 +16,7 @@ from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import StageError
 from cst_ray.core.files import atomic_write_table, atomic_write_text
 from cst_ray.core.ray_env import engine_env
-from cst_ray.data.sources import read_prompts
+from cst_ray.data.sources import interleave, read_prompts
 from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.dataio.shards import read_shards
 from cst_ray.evaluation.audit import audit_figures
@@ -37,6 +37,23 @@ def benign_prompts(cfg: CSTConfig) -> list[dict]:
     ids = table.column("id").to_pylist()
     order = sorted(range(len(ids)), key=lambda i: hashlib.sha1(f"{cfg.data.seed}:{ids[i]}".encode()).hexdigest())
     return table.take(order[:cfg.eval.benign_limit]).to_pylist()
+
+
+UNSEEN = "unseen_source:"  # variant prefix of the unseen-source rows: unseen_source:s1, unseen_source:s0
+
+
+def unseen_prompts(cfg: CSTConfig) -> list[dict]:
+    """`eval.unseen_limit` prompts of `eval.unseen_sources`, taken in turn from each source in a
+    seeded order by id hash (the same for every model)."""
+    if not cfg.eval.unseen_sources:
+        return []
+    tables = []
+    for source in cfg.eval.unseen_sources:
+        table, _ = read_prompts(source)
+        ids = table.column("id").to_pylist()
+        tables.append(table.take(sorted(range(len(ids)), key=lambda i: hashlib.sha1(
+            f"{cfg.data.seed}:{ids[i]}".encode()).hexdigest())))
+    return interleave(tables).slice(0, cfg.eval.unseen_limit).to_pylist()
 
 
 def _build_eval_judge(cfg: CSTConfig):
@@ -88,7 +105,8 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
                          + (f"; all {seen} were training prompts of the pairs" if seen else ""))
     models = models or _models_to_evaluate(cfg)
     benign = benign_prompts(cfg)
-    table = _eval_table(cfg, held, benign)
+    unseen, unseen_seen = drop_seen_in_training(cfg, unseen_prompts(cfg))
+    table = _eval_table(cfg, held, benign, unseen)
     init_ray(cfg.ray)
     judge = _build_eval_judge(cfg)
     per_model, gen_stats = {}, {}
@@ -98,8 +116,14 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
         atomic_write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
         per_model[name] = _score(cfg, labelled, n_harmful, benign=bool(benign))
         log.info(f"evaluate[{name}]: " + "  ".join(f"{k}={s.fmt()}" for k, s in per_model[name]["scores"].items())
-                 + (f"  over_refusal={per_model[name]['over_refusal'].fmt()}" if benign else ""))
+                 + (f"  over_refusal={per_model[name]['over_refusal'].fmt()}" if benign else "")
+                 + "".join(f"  unseen_source_{k}={v.fmt()}" for k, v in per_model[name].get("unseen", {}).items()))
     report = _report(cfg, judge, held, seen, per_model, benign=bool(benign))
+    if unseen:
+        report["unseen_source"] = {"sources": list(cfg.eval.unseen_sources), "n": len(unseen),
+                                   "dropped_seen_in_training": unseen_seen,
+                                   "scores": {m: {k: v.as_dict() for k, v in r["unseen"].items()}
+                                              for m, r in per_model.items()}}
     atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
     write_stage_stats(cfg, "evaluate", {"generation": gen_stats, "models": list(models), "benign_prompts": len(benign)})
     return report
@@ -115,10 +139,13 @@ def _models_to_evaluate(cfg: CSTConfig) -> dict[str, str]:
     return models
 
 
-def _eval_table(cfg: CSTConfig, held: list[dict], benign: list[dict]) -> pa.Table:
+def _eval_table(cfg: CSTConfig, held: list[dict], benign: list[dict], unseen: list[dict] = ()) -> pa.Table:
     """One row per (held-out prompt, variant), plus the benign questions under s1."""
     rows = [dict(id=f"{p['id']}:{name}", prompt_id=p["id"], variant=name, system=system, prompt=p["prompt"])
             for p in held for name, system in eval_variants(cfg)]
+    rows += [dict(id=f"{p['id']}:{UNSEEN}{name}", prompt_id=p["id"], variant=f"{UNSEEN}{name}", system=system,
+                  prompt=p["prompt"]) for p in unseen for name, system in (("s1", cfg.prompts.s1),
+                                                                            ("s0", cfg.prompts.s0))]
     rows += [dict(id=f"{p['id']}:{BENIGN_VARIANT}", prompt_id=p["id"], variant=BENIGN_VARIANT,
                   system=cfg.prompts.s1, prompt=p["prompt"]) for p in benign]
     return pa.Table.from_pylist(rows)
@@ -133,12 +160,14 @@ def _answer(cfg: CSTConfig, name: str, path: str, table: pa.Table, rdir: Path) -
     st = run_actor_map(label=f"evaluate:{name}", table=table, out_dir=rdir, fn_cls=Responder,
                        fn_kwargs=dict(model_path=path, model_name=name, engine=engine,
                                       threads=cfg.generation.pool.threads,
-                                      trust_remote_code=cfg.model.trust_remote_code),
+                                      trust_remote_code=cfg.model.trust_remote_code,
+                                      stream_rows=cfg.generation.pool.stream_rows,
+                                      rows_at_once=cfg.generation.pool.rows_at_once),
                        pool=cfg.generation.pool, schema=RESPONSE_SCHEMA,
                        rows_per_shard=cfg.generation.rows_per_shard,
                        progress_interval_s=cfg.generation.progress_interval_s,
                        tensor_parallel_size=cfg.generation.engine.tensor_parallel_size,
-                       use_gpu=use_gpu(cfg), env_vars=engine_env(engine.backend))
+                       use_gpu=use_gpu(cfg), env_vars=engine_env(engine.backend), tokens_per_row=engine.max_new_tokens)
     wanted = set(table.column("id").to_pylist())
     return [a for a in read_shards(rdir).to_pylist() if a["id"] in wanted], st.as_dict()
 
@@ -163,8 +192,12 @@ def _score(cfg: CSTConfig, labelled: list[dict], n_harmful: int, *, benign: bool
     degenerate shares per variant, and over-refusal on the benign questions."""
     from cst_ray.evaluation.judges.refusal import RefusalJudge
 
-    harmful = labelled[:n_harmful]
+    harmful = [r for r in labelled[:n_harmful] if not r["variant"].startswith(UNSEEN)]
+    unseen = [dict(r, variant=r["variant"].removeprefix(UNSEEN)) for r in labelled[:n_harmful]
+              if r["variant"].startswith(UNSEEN)]
     out = {"scores": safety_scores(harmful)}
+    if unseen:
+        out["unseen"] = safety_scores(unseen)
     if cfg.eval.judge != "refusal":  # the pattern judge's reading, for comparison
         pattern = RefusalJudge().judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
         out["by_refusal"] = safety_scores([dict(r, safe=v.safe) for r, v in zip(harmful, pattern)])

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
@@ -45,7 +46,8 @@ def generate(cfg: CSTConfig) -> dict:
         fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
                        critique=g.critique, filters=g.filters, system_s0=cfg.prompts.s0,
                        threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code,
-                       critic=g.critic, critic_path=critic_path),
+                       critic=g.critic, critic_path=critic_path, stream_rows=g.pool.stream_rows,
+                       rows_at_once=g.pool.rows_at_once),
         pool=g.pool,
         schema=GENERATION_SCHEMA,
         rows_per_shard=g.rows_per_shard,
@@ -55,16 +57,44 @@ def generate(cfg: CSTConfig) -> dict:
         reject_column="reject_reason",
         env_vars=engine_env(g.engine.backend),
         done_key="prompt_id",
+        tokens_per_row=chain_tokens_per_row(cfg),
     )
     d = stats.as_dict()
+    d["chain_wall_s"] = round(time.time() - t0, 2)
+    d["phase_s"] = phase_seconds(out, d["chain_wall_s"])
     if cfg.data.benign_sources:
+        t1 = time.time()
         d["benign"] = _answer_benign(cfg, model_path, out / "benign")
+        d["benign"]["stage_wall_s"] = round(time.time() - t1, 2)
     d.update(prompts=pstats, engine=g.engine.backend, model=cfg.model.name_or_path,
              critic=g.critic.name_or_path or "self", stage_wall_s=round(time.time() - t0, 2))
     write_stage_stats(cfg, "generate", d)
     log.info(f"generate: {stats.rows_out} kept, {stats.rows_rejected} rejected {stats.rejected_by_reason}, "
          f"{d['generated_tokens_per_s']} generated tok/s")
     return d
+
+
+def chain_tokens_per_row(cfg: CSTConfig) -> int:
+    """The most tokens the critique chain may generate for one prompt (the stall bound's work)."""
+    g = cfg.generation
+    e, c = g.engine, g.critique
+    y0 = e.max_new_tokens * (c.y0_samples if g.filters.y0_refusal else 1)
+    per_round = (c.critique_max_new_tokens or e.max_new_tokens) + e.max_new_tokens * g.critic.revision_samples
+    return y0 + c.principles_per_prompt * c.revision_rounds * per_round
+
+
+def phase_seconds(out: Path, wall_s: float) -> dict:
+    """The chain's wall time apportioned to y0 / critique / revision by the calls' own phase
+    times (summed over every call, kept and rejected rows alike)."""
+    from cst_ray.dataio.shards import read_shards
+
+    sums = {"y0_s": 0.0, "critique_s": 0.0, "revision_s": 0.0}
+    for folder in (out / "generations", out / "rejected_rows"):
+        t = read_shards(folder, columns=list(sums)) if folder.is_dir() else None
+        for k in sums if t is not None else ():
+            sums[k] += float(pc.sum(t.column(k)).as_py() or 0.0)
+    total = sum(sums.values())
+    return {k.removesuffix("_s"): round(wall_s * v / total, 1) if total else 0.0 for k, v in sums.items()}
 
 
 def _answer_benign(cfg: CSTConfig, model_path: str, out: Path) -> dict:
@@ -79,9 +109,10 @@ def _answer_benign(cfg: CSTConfig, model_path: str, out: Path) -> dict:
     g = cfg.generation
     stats = run_actor_map(label="generate:benign", table=pa.Table.from_pylist(rows), out_dir=out, fn_cls=Responder,
                           fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
-                                         threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code),
+                                         threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code,
+                                         stream_rows=g.pool.stream_rows, rows_at_once=g.pool.rows_at_once),
                           pool=g.pool, schema=RESPONSE_SCHEMA, rows_per_shard=g.rows_per_shard,
                           progress_interval_s=g.progress_interval_s,
                           tensor_parallel_size=g.engine.tensor_parallel_size, use_gpu=use_gpu(cfg),
-                          env_vars=engine_env(g.engine.backend))
+                          env_vars=engine_env(g.engine.backend), tokens_per_row=g.engine.max_new_tokens)
     return {**stats.as_dict(), "read": read}

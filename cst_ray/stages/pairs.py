@@ -91,7 +91,7 @@ def reference_dtype(cfg: CSTConfig) -> str:
     """`pairs.reference_dtype`, with "auto" resolved to the training precision."""
     if cfg.pairs.reference_dtype != "auto":
         return cfg.pairs.reference_dtype
-    return "bfloat16" if cfg.train.precision == "bf16" else "float32"
+    return {"bf16": "bfloat16", "fp32": "float32"}.get(cfg.train.precision, "auto")  # auto: chosen on the actor
 
 
 def add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path) -> tuple[dict, dict]:

@@ -18,7 +18,7 @@ from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import ConfigError
 from cst_ray.data.constitution import load_constitution
 from cst_ray.data.pairs import read_pair_file
-from cst_ray.data.sources import max_prompt_chars, read_prompts
+from cst_ray.data.sources import max_prompt_chars, read_prompts, read_sources
 from cst_ray.models.resolve import check_model
 from cst_ray.stages.common import STAGES, check_stages_redoable, stage_state
 
@@ -71,9 +71,9 @@ def _prompts(cfg: CSTConfig, models: dict) -> dict:
 
         if storage.exists(storage.join(cfg.run_uri, "prompts", "stats.json")):
             return {"prompts": "complete at run_uri"}
-    _, stats = read_prompts(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
+    _, stats = read_sources(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
                             max_chars=max_prompt_chars(cfg.generation.engine.max_model_len))
-    return {"prompts": stats.as_dict()}
+    return {"prompts": {name: st.as_dict() for name, st in stats.items()}}
 
 
 def _generation(cfg: CSTConfig, models: dict) -> dict:
@@ -97,6 +97,8 @@ def _eval(cfg: CSTConfig, models: dict) -> dict:
     out: dict = {"judge": e.judge}
     if e.benign_limit:
         out["eval_benign"] = read_prompts(e.benign_source)[1].as_dict()
+    if e.unseen_sources:
+        out["eval_unseen_sources"] = {s: read_prompts(s)[1].as_dict() for s in e.unseen_sources}
     if e.judge in ("llm", "cascade") and e.judge_model:
         models["eval.judge_model"] = check_model(e.judge_model, "eval.judge_model")
     if e.judge in ("classifier", "finetuned"):

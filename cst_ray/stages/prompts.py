@@ -7,7 +7,7 @@ import logging
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.files import atomic_write_table
-from cst_ray.data.sources import max_prompt_chars, read_prompts, split_by_id
+from cst_ray.data.sources import max_prompt_chars, read_sources, source_names, split_by_id
 from cst_ray.stages.common import is_complete, stage_dir, write_stage_stats
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,8 @@ def prepare_prompts(cfg: CSTConfig) -> dict:
         return json.loads((out / "stats.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     max_chars = max_prompt_chars(cfg.generation.engine.max_model_len)  # over-long rows: skipped, counted
-    table, sstats = read_prompts(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
-                                 max_chars=max_chars)
+    table, per_source = read_sources(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
+                                     max_chars=max_chars)
     train, held = split_by_id(table, cfg.data.eval_fraction, cfg.data.seed)
     if cfg.data.limit:
         train = train.slice(0, cfg.data.limit)
@@ -29,10 +29,20 @@ def prepare_prompts(cfg: CSTConfig) -> dict:
         held = held.slice(0, cfg.data.eval_limit)
     atomic_write_table(train, out / "train.parquet")
     atomic_write_table(held, out / "eval.parquet")
-    stats = {"source": cfg.data.source, **sstats.as_dict(), "train_prompts": train.num_rows,
+    names = source_names(cfg.data.source)
+    by_source = {n: {"read": st.as_dict(), "train": _count(train, n), "eval": _count(held, n)}
+                 for n, st in per_source.items()}
+    stats = {"source": names, "sources": by_source, "read": sum(st.read for st in per_source.values()),
+             "kept": sum(st.kept for st in per_source.values()), "train_prompts": train.num_rows,
              "eval_prompts": held.num_rows, "eval_fraction": cfg.data.eval_fraction,
              "not_used_by_limits": table.num_rows - train.num_rows - held.num_rows, "max_prompt_chars": max_chars}
     write_stage_stats(cfg, "prompts", stats)
-    log.info(f"prompts: {train.num_rows} train / {held.num_rows} held-out from {cfg.data.source} "
-         f"(skipped: {sstats.skipped or 'none'})")
+    skipped = {n: st.skipped for n, st in per_source.items() if st.skipped}
+    log.info(f"prompts: {train.num_rows} train / {held.num_rows} held-out from "
+             + ", ".join(f"{n} ({d['train']}/{d['eval']})" for n, d in by_source.items())
+             + f" (skipped: {skipped or 'none'})")
     return stats
+
+
+def _count(table, name: str) -> int:
+    return sum(1 for s in table.column("source").to_pylist() if s == name)

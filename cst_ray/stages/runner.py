@@ -27,7 +27,7 @@ from cst_ray.stages.common import STAGES, is_complete, mark_started, set_aside, 
 from cst_ray.stages.evaluate import evaluate
 from cst_ray.stages.generate import generate
 from cst_ray.stages.pairs import build_pairs
-from cst_ray.stages.summary import aims_table, summary_markdown
+from cst_ray.stages.summary import aim_line, aims_table, summary_markdown
 from cst_ray.stages.train import train
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,7 @@ def run_all(cfg: CSTConfig) -> dict:
     atomic_write_text(run / "summary.md", summary_markdown(cfg, report, times, reused))
     write_report(cfg, report, kind="run")  # report.md/html: scores, training, yield, examples
     for r in aims_table(cfg, report):
-        log.info(f"aim {r['aim']} {r['target']}: {r['tuned'] if r['tuned'] is None else round(r['tuned'], 2)} "
-             f"(base {r['base'] if r['base'] is None else round(r['base'], 2)}) -> {'met' if r['met'] else 'NOT met'}")
+        log.info(aim_line(r))
     upload_run_files(cfg)
     log.info(f"summary: {run / 'summary.md'}; report: {run / 'report.md'} and {run / 'report.html'}")
     return report

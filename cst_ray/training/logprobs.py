@@ -11,60 +11,114 @@ memory is one chunk of [chunk, V] fp32 logits (512 x 49,152: 100 MB) and its bf1
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class HeadTransform:
+    """What a model's output head does after `hidden @ W.T`, read from its config:
+    logits = softcap(scale * (hidden @ W.T + bias)), softcap(z) = cap * tanh(z / cap) (cap 0: none).
+
+    Phi's `lm_head` has a bias; Cohere multiplies by `logit_scale`; Granite divides by
+    `logits_scaling`; Gemma 2 (and Gemma 3 where set) caps with `final_logit_softcapping`.
+    Without these the fused path trained those families on another distribution (issue 30)."""
+
+    scale: float = 1.0
+    softcap: float = 0.0
+
+
+def head_transform(model: nn.Module) -> HeadTransform:
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg  # Gemma 3 and other multimodal wrappers
+    scale = float(getattr(cfg, "logit_scale", None) or 1.0)
+    if getattr(cfg, "logits_scaling", None):
+        scale /= float(cfg.logits_scaling)
+    return HeadTransform(scale=scale, softcap=float(getattr(cfg, "final_logit_softcapping", None) or 0.0))
+
+
+def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, head: HeadTransform,
+            acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """-> (the head's logits in `acc`, tanh of the capped argument or None): [chunk, V]."""
+    z = h @ weight.t()
+    if bias is not None:
+        z = z + bias
+    z = z.to(acc)
+    if head.scale != 1.0:
+        z = z * head.scale
+    if not head.softcap:
+        return z, None
+    t = torch.tanh(z / head.softcap)
+    return t * head.softcap, t
+
+
 class _ChunkedTokenLogProbs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                chunk: int, head: HeadTransform) -> torch.Tensor:
         acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for gradcheck
         out = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)
         lse = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)  # [M], kept for backward
         for s in range(0, hidden.shape[0], chunk):
-            logits = (hidden[s : s + chunk] @ weight.t()).to(acc)
+            logits, _ = _logits(hidden[s : s + chunk], weight, bias, head, acc)
             lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
             out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1) - lse[s : s + chunk]
-        ctx.save_for_backward(hidden, weight, targets, lse)
-        ctx.chunk = chunk
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.chunk, ctx.head = chunk, head
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        hidden, weight, targets, lse = ctx.saved_tensors
-        chunk = ctx.chunk
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        chunk, head = ctx.chunk, ctx.head
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros(weight.shape, dtype=grad_out.dtype, device=weight.device) if ctx.needs_input_grad[1] else None
+        grad_b = torch.zeros(bias.shape, dtype=grad_out.dtype, device=bias.device) \
+            if bias is not None and ctx.needs_input_grad[2] else None
         for s in range(0, hidden.shape[0], chunk):
             h = hidden[s : s + chunk]
             g_out = grad_out[s : s + chunk]
             # d/dlogits of (logit[target] - logsumexp) = onehot - softmax; softmax = exp(logits - lse)
             # from the forward's lse, computed in place: one [chunk, V] buffer
-            g = (h @ weight.t()).to(g_out.dtype).sub_(lse[s : s + chunk, None]).exp_().mul_(-g_out[:, None])
+            logits, t = _logits(h, weight, bias, head, g_out.dtype)
+            g = logits.sub_(lse[s : s + chunk, None]).exp_().mul_(-g_out[:, None])
             g.scatter_add_(1, targets[s : s + chunk, None], g_out[:, None])
+            if t is not None:  # through cap * tanh(z / cap): dz = 1 - tanh^2
+                g.mul_(1 - t * t)
+            if head.scale != 1.0:
+                g.mul_(head.scale)
             g = g.to(hidden.dtype)
             if grad_h is not None:
                 grad_h[s : s + chunk] = g @ weight
             if grad_w is not None:
                 grad_w += (g.t() @ h).to(grad_w.dtype)
-        return grad_h, (grad_w.to(weight.dtype) if grad_w is not None else None), None, None
+            if grad_b is not None:
+                grad_b += g.sum(0).to(grad_b.dtype)
+        return (grad_h, (grad_w.to(weight.dtype) if grad_w is not None else None),
+                (grad_b.to(bias.dtype) if grad_b is not None else None), None, None, None)
 
 
-def chunked_token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+def chunked_token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 512,
+                        bias: torch.Tensor | None = None, head: HeadTransform = HeadTransform()) -> torch.Tensor:
     """
     Args:
         hidden:  [M, H]  hidden states at the positions that predict `targets`
         weight:  [V, H]  LM-head weight
         targets: [M]     next-token ids
+        bias:    [V]     LM-head bias, if it has one
+        head:    what the head does after the matmul (scale, softcap)
     Returns:
         [M] log p(target | prefix), fp32
     """
-    return _ChunkedTokenLogProbs.apply(hidden, weight, targets, chunk)
+    return _ChunkedTokenLogProbs.apply(hidden, weight, bias, targets, chunk, head)
 
 
-def naive_token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def naive_token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                      bias: torch.Tensor | None = None, head: HeadTransform = HeadTransform()) -> torch.Tensor:
     """Reference implementation (materialises [M, V] logits): same contract as chunked_token_logps."""
-    logits = (hidden @ weight.t()).to(torch.promote_types(hidden.dtype, torch.float32))
+    logits, _ = _logits(hidden, weight, bias, head, torch.promote_types(hidden.dtype, torch.float32))
     return logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
 
 
@@ -98,11 +152,14 @@ class PolicyLogProbs(nn.Module):
 
             enable_packed_attention(model)
         _, head = _decoder_and_head(model)
+        self.head = head_transform(model)
         self._zero3_registered = False
         try:
             import deepspeed
 
             deepspeed.zero.register_external_parameter(self, head.weight)
+            if getattr(head, "bias", None) is not None:
+                deepspeed.zero.register_external_parameter(self, head.bias)
             self._zero3_registered = True
         except Exception:  # deepspeed missing: plain PyTorch use
             pass
@@ -128,7 +185,8 @@ class PolicyLogProbs(nn.Module):
         sel = loss_mask[:, 1:].bool()
         h = hidden[:, :-1][sel]  # [M, H]
         targets = input_ids[:, 1:][sel]  # [M]
-        tok_logps = chunked_token_logps(h, head.weight, targets, self.chunk)  # [M]
+        tok_logps = chunked_token_logps(h, head.weight, targets, self.chunk, bias=getattr(head, "bias", None),
+                                        head=self.head)  # [M]
         rows = seq_of[:, 1:][sel]  # the sequence of each target token: [M]
         logps = torch.zeros(n_seq, dtype=torch.float32, device=input_ids.device).index_add(0, rows, tok_logps)
         return logps, torch.bincount(rows, minlength=n_seq)

@@ -12,10 +12,13 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def progress_line(m: dict, total_steps: int, elapsed_s: float, label: str = "train") -> str:
-    """[train] step 12/107  loss 0.6012  margin 0.210  acc 0.75  140 tok/s  ETA 812s"""
+def progress_line(m: dict, total_steps: int, step_s: float, label: str = "train") -> str:
+    """[train] step 12/107  loss 0.6012  margin 0.210  acc 0.75  140 tok/s  ETA 812s
+
+    `step_s` is the mean wall time of the training steps seen so far (`time/step_s`), so the ETA
+    leaves out what came before step 1: workers' start, model load, the reference pass."""
     step = int(m.get("step", 0))
-    eta = (total_steps - step) * elapsed_s / step if 0 < step < total_steps else 0.0
+    eta = (total_steps - step) * step_s if 0 < step < total_steps else 0.0
     return (f"[{label}] step {step}/{total_steps}  loss {m.get('loss', float('nan')):.4f}  "
             f"margin {m.get('rewards/margins', float('nan')):.3f}  acc {m.get('rewards/accuracies', float('nan')):.2f}  "
             f"{m.get('tokens_per_s', 0.0):.0f} tok/s" + (f"  ETA {eta:.0f}s" if eta else ""))
@@ -29,6 +32,7 @@ class TrainingProgress:
         self._stop = threading.Event()
         self._offset = 0
         self._last_step = 0
+        self._step_s: list[float] = []  # each step's time/step_s, as read
 
     def __enter__(self):
         self.t0 = time.time()
@@ -54,6 +58,9 @@ class TrainingProgress:
                     if line.endswith("\n") and line.strip():
                         last = json.loads(line)
                         self._offset += len(line.encode())
+                        if "time/step_s" in last:
+                            self._step_s.append(float(last["time/step_s"]))
         if last and int(last.get("step", 0)) != self._last_step:
             self._last_step = int(last["step"])
-            log.info(progress_line(last, self.total, time.time() - self.t0, self.label))
+            mean = sum(self._step_s) / len(self._step_s) if self._step_s else 0.0
+            log.info(progress_line(last, self.total, mean, self.label))

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from cst_ray.core.faults import crash_once
+from cst_ray.core.precision import resolve_precision
 from cst_ray.training.batching import (
     batch_tokens,
     collate,
@@ -95,6 +97,9 @@ class DPORecipe:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         on_gpu = torch.cuda.is_available() and cfg.use_gpu
+        if cfg.precision == "auto":  # chosen on the worker's own hardware (a GPU cluster's driver may have none)
+            cfg = self.cfg = dataclasses.replace(cfg, precision=resolve_precision("cuda" if on_gpu else "cpu")
+                                                 .train_precision)
         if on_gpu:
             torch.cuda.set_device(ctx.get_local_rank())
         deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
@@ -270,7 +275,8 @@ class DPORecipe:
             metrics["time/reference_pass_s"], self.ref_pass_s = self.ref_pass_s, 0.0
         metrics.update(step=self.step, epoch=epoch, learning_rate=self.scheduler.get_last_lr()[0],
                        **{"memory/param_partition_bytes": self.partition_bytes},
-                       tokens_per_s=tok_total / max(now - self.t_last, 1e-9), tokens=tok_total)
+                       tokens_per_s=tok_total / max(now - self.t_last, 1e-9), tokens=tok_total,
+                       **{"time/step_s": now - self.t_last})  # this step alone: the ETA's rate
         self.t_last = now
         self.tracker.log_metrics(metrics, self.step)
         if self.rank == 0 and self.spec.metrics_path:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from cst_ray.core.precision import resolve_dtype
 from cst_ray.core.ray_env import apply_worker_env
 from cst_ray.data.pairs import PAIR_SCHEMA
 from cst_ray.engines.base import has_cuda, set_cpu_threads
@@ -50,7 +51,7 @@ class ReferenceLogProbs:
         self.tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, resolve_dtype(dtype, self.device)),
                                                      trust_remote_code=trust_remote_code).to(self.device).eval()
         self.policy = PolicyLogProbs(model, packed=packed)
         self.packed = packed  # how to collate for that policy
