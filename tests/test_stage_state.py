@@ -233,9 +233,11 @@ def test_summary_splits_each_stage_into_its_parts(tmp_path):
     (tmp_path / "train" / "cst" / "metrics.jsonl").write_text(
         json.dumps({"step": 1, "time/reference_pass_s": 10.0, "time/step_s": 30.0}) + "\n"
         + json.dumps({"step": 2, "time/step_s": 40.0}) + "\n")
+    (tmp_path / "train" / "cst" / "export.json").write_text(json.dumps({"export_s": 5.0}))
     rows = dict(stage_time_rows(cfg, {"generate": 141.0, "train": 100.0}))
     assert rows["generate"] == "141.0" and rows["&nbsp;&nbsp;critique (chain)"] == "20.0"
     assert rows["&nbsp;&nbsp;benign answers"] == "40.0"
     assert rows["&nbsp;&nbsp;cst: reference pass"] == "10.0"
     assert rows["&nbsp;&nbsp;cst: 2 training steps"] == "70.0"
-    assert rows["&nbsp;&nbsp;cst: start, load, export"] == "20.0"
+    assert rows["&nbsp;&nbsp;cst: export"] == "5.0"
+    assert rows["&nbsp;&nbsp;cst: workers' start, model load"] == "15.0"

@@ -124,7 +124,8 @@ class Progress:
             return
         self._last, self._last_rows = now, rows
         dt = max(now - self.t0, 1e-9)
-        eta = f"ETA {(self.total - rows) * dt / rows:.0f}s" if 0 < rows < self.total else ""
+        # no ETA from the first few rows: they come out of a wave still under way (stream_groups)
+        eta = f"ETA {(self.total - rows) * dt / rows:.0f}s" if max(1, self.total // 10) <= rows < self.total else ""
         log.info("[%s] %d/%d rows  %.2f rows/s  %.1f generated tok/s  %.0fs %s", self.label, rows, self.total,
                  rows / dt, tokens / dt, dt, eta)
 

