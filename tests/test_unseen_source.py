@@ -1,6 +1,8 @@
 """Issue 33: training prompts from several sources, and a whole source never trained on, scored
 for every model under s1 and s0 and checked as two more aims."""
 
+import re
+
 import pytest
 
 from cst_ray.config.load import config_from_dict, load_config
@@ -41,9 +43,10 @@ def test_the_default_trains_on_three_or_more_sources_and_evaluates_one_it_never_
     (["data.source=[advbench, advbench]"], "data.source"),
     (["data.source=[]"], "data.source"),
     (["eval.unseen_sources=[airt]", "eval.unseen_limit=0"], "eval.unseen_limit"),
+    (["data.source=[advbench, {name: 'https://example.org/p.jsonl?token=abc'}]"], "data.source[1].name"),
 ])
 def test_bad_source_settings_name_their_key(overrides, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(key)):
         config_from_dict({}, overrides=overrides)
 
 

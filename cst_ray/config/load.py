@@ -184,7 +184,10 @@ def check_no_credentials(cfg: CSTConfig, file: str | None = None) -> None:
             key = f"{prefix}{k}"
             if isinstance(v, dict):
                 stack.append((key + ".", v))
-            for item in v if isinstance(v, list) else [v]:
+                continue
+            for i, item in enumerate(v if isinstance(v, list) else [v]):
+                if isinstance(item, dict):  # a list of mappings (data.source entries)
+                    stack.append((f"{key}[{i}].", item))
                 if isinstance(item, str) and _CREDENTIALS_RE.search(item):
                     raise ConfigError("holds credentials in a URI; pass them through the environment "
                                       "(e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) so they are never "
