@@ -36,15 +36,18 @@ def rows(run: Path) -> list[str]:
     out = []
     for model, sc in ev["scores"].items():
         s0u = next((v for k, v in sc.items() if k.startswith("S0_unseen")), None)
-        out.append(f"| {run.name} | {meta['cpu']} | {meta['precision']} | {meta['seed']} | {model} | {cell(sc.get('S1'))} | "
+        src = meta["sources"] if isinstance(meta["sources"], list) else [meta["sources"]]
+        names = ", ".join(x if isinstance(x, str) else x["name"] for x in src)
+        out.append(f"| {run.name} | {meta['cpu']} | {meta['precision']} | {meta['seed']} | {names} | {model} | "
+                   f"{cell(sc.get('S1'))} | "
                    f"{cell(sc.get('S0'))} | {cell(s0u)} | {cell(over.get(model))} | "
                    f"{cell(unseen.get(model, {}).get('S1'))} | {cell(unseen.get(model, {}).get('S0'))} |")
     return out
 
 
 def table() -> str:
-    head = ["| run | CPU | precision | seed | model | S1 | S0 | S0 unseen wording | over-refusal | "
-            "unseen-source S1 | unseen-source S0 |", "|" + "---|" * 11]
+    head = ["| run | CPU | precision | seed | training sources | model | S1 | S0 | S0 unseen wording | over-refusal | "
+            "unseen-source S1 | unseen-source S0 |", "|" + "---|" * 12]
     body = [r for run in sorted(p for p in RUNS.iterdir() if (p / "eval.json").is_file()) for r in rows(run)]
     return "\n".join(head + body)
 
