@@ -1,6 +1,7 @@
 """A stage counts as complete only through its stats.json, written last and atomically, and
 only for the settings it was made with."""
 
+import contextlib
 import json
 import time
 
@@ -129,14 +130,11 @@ def test_actor_pool_accounts_for_every_id():
         _account("generate", {"a", "b"}, {"a", "b", "z"})
 
 
-def test_training_progress_line_reads_metrics_as_they_grow(tmp_path):
+@contextlib.contextmanager
+def _progress_lines():
+    """The messages the training progress logger emits inside the block."""
     import logging
 
-    from cst_ray.training.progress import TrainingProgress, progress_line
-
-    m = {"step": 5, "loss": 0.6, "rewards/margins": 0.2, "rewards/accuracies": 0.75, "tokens_per_s": 140.0}
-    assert progress_line(m, 10, 10.0) == "[train] step 5/10  loss 0.6000  margin 0.200  acc 0.75  140 tok/s  ETA 50s"
-    path = tmp_path / "metrics.jsonl"
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda r: records.append(r.getMessage())
@@ -144,14 +142,23 @@ def test_training_progress_line_reads_metrics_as_they_grow(tmp_path):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        with TrainingProgress(path, 10, interval_s=0.05):
-            path.write_text(json.dumps(dict(m, step=1)) + "\n")
-            time.sleep(0.3)
-            with open(path, "a") as f:
-                f.write(json.dumps(dict(m, step=2)) + "\n" + '{"step": 3')  # a line still being written
-            time.sleep(0.3)
+        yield records
     finally:
         logger.removeHandler(handler)
+
+
+def test_training_progress_line_reads_metrics_as_they_grow(tmp_path):
+    from cst_ray.training.progress import TrainingProgress, progress_line
+
+    m = {"step": 5, "loss": 0.6, "rewards/margins": 0.2, "rewards/accuracies": 0.75, "tokens_per_s": 140.0}
+    assert progress_line(m, 10, 10.0) == "[train] step 5/10  loss 0.6000  margin 0.200  acc 0.75  140 tok/s  ETA 50s"
+    path = tmp_path / "metrics.jsonl"
+    with _progress_lines() as records, TrainingProgress(path, 10, interval_s=0.05):
+        path.write_text(json.dumps(dict(m, step=1)) + "\n")
+        time.sleep(0.3)
+        with open(path, "a") as f:
+            f.write(json.dumps(dict(m, step=2)) + "\n" + '{"step": 3')  # a line still being written
+        time.sleep(0.3)
     steps = [m.split()[2] for m in records if m.startswith("[train]")]
     assert steps == ["1/10", "2/10"], steps
 
@@ -159,28 +166,17 @@ def test_training_progress_line_reads_metrics_as_they_grow(tmp_path):
 def test_training_eta_counts_training_steps_only(tmp_path):
     """Issue 28: a slow start (workers, model load, reference pass) before step 1 must not enter
     the ETA: it comes from the steps' own times (time/step_s), not from the time since fit()."""
-    import logging
-
     from cst_ray.training.progress import TrainingProgress
 
     path = tmp_path / "metrics.jsonl"
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda r: records.append(r.getMessage())
-    logger = logging.getLogger("cst_ray.training.progress")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        with TrainingProgress(path, 100, interval_s=0.05):
-            time.sleep(0.5)  # the start-up: 0.5 s before the first step's line, whose step took 2 s
-            path.write_text(json.dumps({"step": 1, "loss": 0.69, "time/reference_pass_s": 300.0,
-                                        "time/step_s": 2.0}) + "\n")
-            time.sleep(0.3)
-            with open(path, "a") as f:
-                f.write(json.dumps({"step": 2, "loss": 0.68, "time/step_s": 4.0}) + "\n")
-            time.sleep(0.3)
-    finally:
-        logger.removeHandler(handler)
+    with _progress_lines() as records, TrainingProgress(path, 100, interval_s=0.05):
+        time.sleep(0.5)  # the start-up: 0.5 s before the first step's line, whose step took 2 s
+        path.write_text(json.dumps({"step": 1, "loss": 0.69, "time/reference_pass_s": 300.0,
+                                    "time/step_s": 2.0}) + "\n")
+        time.sleep(0.3)
+        with open(path, "a") as f:
+            f.write(json.dumps({"step": 2, "loss": 0.68, "time/step_s": 4.0}) + "\n")
+        time.sleep(0.3)
     etas = [m.split("ETA ")[1] for m in records if m.startswith("[train]")]
     assert etas == ["198s", "294s"], etas  # 99 x 2 s, then 98 x the mean 3 s
 
