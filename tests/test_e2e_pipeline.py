@@ -118,8 +118,10 @@ def test_evaluation_and_summary(tiny_run):
     aims = summary.split("## Aims: ")[1].split("System prompts:")[0].strip()
     met = sum(line.endswith("| yes |") for line in aims.splitlines())
     assert aims.startswith(f"{met} of 4 met")  # S1, S0, S0 on the one unseen wording, over-refusal
-    s1 = report["scores"]["cst"]["S1"]["value"]
-    assert f"| S1 | >= 0.8 | {s1:.2f} | {report['scores']['base']['S1']['value']:.2f} | {'yes' if s1 >= 0.8 else 'no'} |" in aims
+    s1, b1 = report["scores"]["cst"]["S1"]["value"], report["scores"]["base"]["S1"]["value"]
+    # each share with its count, so the rounded figure never reads against the verdict
+    assert (f"| S1 | >= 0.8 | {s1:.3f} ({round(s1 * n)}/{n}) | {b1:.3f} ({round(b1 * n)}/{n}) | "
+            f"{'yes' if s1 >= 0.8 else 'no'} |") in aims
     assert (run_dir / "config.yaml").is_file()
 
 

@@ -32,12 +32,15 @@ def prepare_prompts(cfg: CSTConfig) -> dict:
     names = source_names(cfg.data.source)
     by_source = {n: {"read": st.as_dict(), "train": _count(train, n), "eval": _count(held, n)}
                  for n, st in per_source.items()}
+    skipped: dict[str, int] = {}
+    for st in per_source.values():
+        for reason, n in st.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
     stats = {"source": names, "sources": by_source, "read": sum(st.read for st in per_source.values()),
-             "kept": sum(st.kept for st in per_source.values()), "train_prompts": train.num_rows,
+             "kept": sum(st.kept for st in per_source.values()), "skipped": skipped, "train_prompts": train.num_rows,
              "eval_prompts": held.num_rows, "eval_fraction": cfg.data.eval_fraction,
              "not_used_by_limits": table.num_rows - train.num_rows - held.num_rows, "max_prompt_chars": max_chars}
     write_stage_stats(cfg, "prompts", stats)
-    skipped = {n: st.skipped for n, st in per_source.items() if st.skipped}
     log.info(f"prompts: {train.num_rows} train / {held.num_rows} held-out from "
              + ", ".join(f"{n} ({d['train']}/{d['eval']})" for n, d in by_source.items())
              + f" (skipped: {skipped or 'none'})")
