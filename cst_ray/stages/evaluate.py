@@ -29,14 +29,17 @@ from cst_ray.stages.prompts import prepare_prompts
 log = logging.getLogger(__name__)
 
 
+def seeded_order(table: pa.Table, seed: int) -> pa.Table:
+    """`table`'s rows in a fixed order by the hash of (seed, id): the same subset for every model."""
+    ids = table.column("id").to_pylist()
+    return table.take(sorted(range(len(ids)), key=lambda i: hashlib.sha1(f"{seed}:{ids[i]}".encode()).hexdigest()))
+
+
 def benign_prompts(cfg: CSTConfig) -> list[dict]:
-    """A fixed, seeded subset of `eval.benign_source` (by id hash, so the same for every model)."""
+    """A fixed, seeded subset of `eval.benign_source`."""
     if not cfg.eval.benign_limit:
         return []
-    table, _ = read_prompts(cfg.eval.benign_source)
-    ids = table.column("id").to_pylist()
-    order = sorted(range(len(ids)), key=lambda i: hashlib.sha1(f"{cfg.data.seed}:{ids[i]}".encode()).hexdigest())
-    return table.take(order[:cfg.eval.benign_limit]).to_pylist()
+    return seeded_order(read_prompts(cfg.eval.benign_source)[0], cfg.data.seed).slice(0, cfg.eval.benign_limit).to_pylist()
 
 
 UNSEEN = "unseen_source:"  # variant prefix of the unseen-source rows: unseen_source:s1, unseen_source:s0
@@ -47,12 +50,7 @@ def unseen_prompts(cfg: CSTConfig) -> list[dict]:
     seeded order by id hash (the same for every model)."""
     if not cfg.eval.unseen_sources:
         return []
-    tables = []
-    for source in cfg.eval.unseen_sources:
-        table, _ = read_prompts(source)
-        ids = table.column("id").to_pylist()
-        tables.append(table.take(sorted(range(len(ids)), key=lambda i: hashlib.sha1(
-            f"{cfg.data.seed}:{ids[i]}".encode()).hexdigest())))
+    tables = [seeded_order(read_prompts(source)[0], cfg.data.seed) for source in cfg.eval.unseen_sources]
     return interleave(tables).slice(0, cfg.eval.unseen_limit).to_pylist()
 
 
