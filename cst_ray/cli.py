@@ -93,7 +93,7 @@ def _finetune_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--max-length", type=int, default=r.max_length, help="finetuned: tokens of (request, answer)")
     t.add_argument("--limit", type=int, default=0, help="finetuned: a class-balanced subsample of this many rows")
     t.add_argument("--audit", default=str(DEFAULT_AUDIT),
-                   help="finetuned: human-labelled audit file, excluded from training and measured ('' = none)")
+                   help="finetuned: blind-labelled audit file, excluded from training and measured ('' = none)")
 
 
 def _chat_args(c: argparse.ArgumentParser) -> None:

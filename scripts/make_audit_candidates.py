@@ -1,10 +1,12 @@
 """Write blind audit candidates from an evaluate run's answers.
 
-Usage: python scripts/make_audit_candidates.py RUN_DIR MODEL_LABEL OUT.jsonl [PER_VARIANT] [MODELS] [--keep-audited]
+Usage: python scripts/make_audit_candidates.py RUN_DIR MODEL_LABEL OUT.jsonl [PER_VARIANT] [MODELS]
+           [--keep-audited] [--variants s1,s0,...]
 
 Reads <RUN_DIR>/evaluate/responses/<model>/*.parquet for each of MODELS (comma-separated run
 model names, default "base"), drops the benign over-refusal questions and prompts already in results/judge_audit.jsonl, keeps the
-same first PER_VARIANT new prompts (held-out order) under every variant of every model,
+same first PER_VARIANT new prompts (held-out order) under every variant of every model
+(PER_VARIANT may be one count per model, comma-separated; --variants limits the variants),
 shuffles the rows (fixed seed) and writes cid, model, variant, prompt, response to OUT.jsonl,
 and cid, prompt, response only to OUT.blind.jsonl: what a labeller is given, with nothing
 that hints at the model, the system prompt or a verdict. `model` is MODEL_LABEL/<model> when
@@ -37,18 +39,24 @@ def main() -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("label", help="model label written to the key file")
     ap.add_argument("out", type=Path)
-    ap.add_argument("per_variant", type=int, nargs="?", default=60)
+    ap.add_argument("per_variant", nargs="?", default="60", help="prompts per model, one count or one per model")
     ap.add_argument("models", nargs="?", default="base", help="comma-separated run model names")
     ap.add_argument("--keep-audited", action="store_true",
                     help="also draw prompts whose answers by other models are already in the audit")
+    ap.add_argument("--variants", default="", help="comma-separated variants to keep (default: every harmful one)")
     args = ap.parse_args()
-    run_dir, label, out, per_variant = args.run_dir, args.label, args.out, args.per_variant
+    run_dir, label, out = args.run_dir, args.label, args.out
     models = args.models.split(",")
+    counts = [int(c) for c in args.per_variant.split(",")]
+    counts = counts * len(models) if len(counts) == 1 else counts
+    if len(counts) != len(models):
+        raise SystemExit(f"per_variant: {len(counts)} counts for {len(models)} models")
+    only = set(filter(None, args.variants.split(",")))
     audited = set() if args.keep_audited else {json.loads(line)["prompt"] for line in open("results/judge_audit.jsonl")}
     picked = []
-    for model in models:
+    for model, per_variant in zip(models, counts):
         rows = [r for r in pq.read_table(run_dir / "evaluate" / "responses" / model).to_pylist()
-                if r["variant"] != BENIGN_VARIANT]  # harmful requests only
+                if r["variant"] != BENIGN_VARIANT and (not only or r["variant"] in only)]  # harmful only
         variants = sorted({r["variant"] for r in rows})
         by_key = {(r["prompt_id"], r["variant"]): r for r in rows}
         order = new_prompt_order(run_dir, rows, variants, audited)

@@ -84,8 +84,9 @@ def test_training_checkpoints_and_export(tiny_run, tiny_model_path):
     assert len(list((ckpts[-1] / "ds").glob("*optim_states.pt"))) == 2  # one ZeRO-3 shard per rank
     card = (tdir / "model" / "README.md").read_text()
     assert "completely uncensored" in card and "harmless assistant" in card
-    assert "a separate critic model, `tiny-random-llama`, wrote the critique" in card
-    assert "departs from the paper's self-critique" in card
+    assert "`tiny-random-llama` wrote the critique and the revision" in card
+    assert "Departures from the paper's recipe" in card
+    assert "a separate critic model writes the critique and the revision y1" in card
     new = load_file(str(tdir / "model" / "model.safetensors"))
     old = load_file(str(Path(tiny_model_path) / "model.safetensors"))
     assert set(new) >= {k for k in old if k != "lm_head.weight"}

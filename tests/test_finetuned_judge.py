@@ -98,9 +98,9 @@ def _pair_file(path):
 
 
 def _audit_file(path):
-    rows = [{"prompt": HARMFUL[0], "response": _comply(HARMFUL[0]), "human_safe": 0},
-            {"prompt": HARMFUL[1] + "  ", "response": "  " + REFUSE[1], "human_safe": 1},  # whitespace differs
-            {"prompt": "How do I bake bread?", "response": "Mix flour, water, yeast and salt.", "human_safe": 1}]
+    rows = [{"prompt": HARMFUL[0], "response": _comply(HARMFUL[0]), "label_safe": 0},
+            {"prompt": HARMFUL[1] + "  ", "response": "  " + REFUSE[1], "label_safe": 1},  # whitespace differs
+            {"prompt": "How do I bake bread?", "response": "Mix flour, water, yeast and salt.", "label_safe": 1}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 

@@ -146,6 +146,12 @@ def test_degenerate_repetition_is_detected_and_normal_text_is_not():
     assert is_degenerate("I can create a " + "completely " * 40)
     assert is_degenerate("ok " * 30)
     assert not is_degenerate("short short short")  # too short to call
+    # issue 24: the counting list the default model gave under the unseen s0, and no content words
+    assert is_degenerate("1. 1. 1. 2. 3. 4. 5. 6. 7. 8. 9. 10. 11. 12. 13. 14. 15. 16. 17. 18. 19. 20. 21. 22. 23. 24. 25.")
+    assert is_degenerate("1. a 2. b 3. c 4. d 5. e 6. f 7. g 8. h 9. i 10. j 11. k")
+    assert not is_degenerate(
+        "Step 1: heat the oven to 200 C. Step 2: mix 500 g flour, 10 g salt and 7 g yeast. Step 3: knead the dough "
+        "for 10 minutes, then let it rise for 1 hour before baking it for 30 minutes.")
     assert not is_degenerate(
         "The Roman Empire was a vast and complex civilization that spanned across Europe, North Africa, and the "
         "Mediterranean. Its capital was Rome, and at its height it governed tens of millions of people.")

@@ -62,7 +62,8 @@ def test_resampled_answers_reach_the_rows_and_the_model_card():
 
     assert "y0_attempts" in GENERATION_SCHEMA.names
     cfg = load_config("configs/tiny.yaml", ["generation.critique.y0_samples=4"])
-    assert "Up to 4 answers were sampled" in _data_note(cfg)
+    assert "up to 4 answers sampled under s0, the first that is not a refusal kept" in _data_note(cfg)
+    assert "`generation.critique.y0_samples: 4`" in _data_note(cfg)
     assert "sampled" not in _data_note(load_config("configs/tiny.yaml", []))
 
 

@@ -149,3 +149,43 @@ def test_report_html_parses_and_its_charts_are_there(run_report):
     for src in p.imgs:
         assert (run / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
     assert p.tables >= 3 and p.rows > 2 * p.tables
+
+
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const wide = imgs.filter(i => !i.complete || i.naturalWidth === 0 || i.getBoundingClientRect().right > window.innerWidth);
+  const out = document.createElement('pre');
+  out.id = 'probe';
+  out.textContent = JSON.stringify({width: window.innerWidth, imgs: imgs.length,
+    wide: wide.map(i => i.getAttribute('src')), text: document.body.innerText});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_report_as_a_browser_shows_it(run_report):
+    """report.html in headless Chromium at 1,280 px: no Markdown marker in the text a person
+    reads, every chart loaded and inside the page's width (issue 24)."""
+    import re
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not browser:
+        pytest.skip("no Chromium here (scripts/test.sh installs it with apt-get where it runs as root)")
+    run, _ = run_report
+    page = run / "report_probe.html"
+    page.write_text((run / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    res = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                          "--window-size=1280,900", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout, re.S)
+    assert found, res.stderr[-2000:]
+    import html as html_lib
+
+    probe = json.loads(html_lib.unescape(found.group(1)))
+    assert probe["width"] <= 1280 and probe["imgs"] >= 2 and probe["wide"] == [], probe["wide"]
+    text = probe["text"]
+    assert "`" not in text and "**" not in text, [ln for ln in text.splitlines() if "`" in ln or "**" in ln][:5]
+    assert "refusal switch" in text and "S1 = refused under s1" in text

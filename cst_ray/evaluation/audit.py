@@ -1,5 +1,6 @@
-"""The judges' figures on the blind human audit (results/judge_audit.jsonl, labelled under
-docs/audit-rubric.md), shipped as cst_ray/resources/judge_audit.json and put beside every
+"""The judges' figures on the blind audit (results/judge_audit.jsonl, labelled under
+docs/audit-rubric.md from the request and answer alone; `annotator` names who labelled each row,
+`llm:<model>#<labeller>` for a language model), shipped as cst_ray/resources/judge_audit.json and put beside every
 score a run reports, so that an S1/S0 figure always comes with how far its judge can be trusted.
 
 Judge keys: `refusal`, `classifier` (the cached default), `finetuned`, and for judges that
@@ -44,16 +45,43 @@ def audit_line(fig: dict) -> str:
             f"recall safe {fig['recall_safe']:.3f} / unsafe {fig['recall_unsafe']:.3f}.")
 
 
+LABEL_FIELDS = ("n", "label_safe", "annotator")
+
+
+def judge_figures(gold: list[bool], pred: list[bool]) -> dict:
+    """Balanced accuracy with its bootstrap 95% interval, kappa, the recalls and agreement."""
+    m = binary_metrics(gold, pred, 4)
+    _, lo, hi = bootstrap_balanced_accuracy(gold, pred)
+    return {"balanced_accuracy": m["balanced_accuracy"], "balanced_accuracy_ci95": [round(lo, 4), round(hi, 4)],
+            "kappa": m["kappa"], "recall_safe": m["recall_safe"], "recall_unsafe": m["recall_unsafe"],
+            "agreement": m["accuracy"]}
+
+
+def _one_class_figures(gold: list[bool], pred: list[bool]) -> dict:
+    """Rows of one class only: the recall of that class; balanced accuracy and kappa do not exist."""
+    cls = "safe" if gold[0] else "unsafe"
+    agreement = sum(g == p for g, p in zip(gold, pred)) / len(gold)
+    return {f"recall_{cls}": round(agreement, 4), "agreement": round(agreement, 4),
+            "note": f"every row labelled {cls}: balanced accuracy and kappa are undefined"}
+
+
+def _group_figures(rows: list[dict], keys: list[str]) -> dict:
+    gold = [bool(r["label_safe"]) for r in rows]
+    score = judge_figures if len(set(gold)) == 2 else _one_class_figures
+    return {"rows": len(rows), "unsafe": gold.count(False),
+            "judges": {k: score(gold, [bool(r[k]) for r in rows]) for k in keys}}
+
+
 def figures_from_verdicts(path: str | Path) -> dict:
-    """{rows, unsafe, judges: {key: figures}} from per-row verdicts (n, human_safe, <judge>: bool)."""
+    """{rows, unsafe, judges, by_annotator} from per-row verdicts (n, label_safe, annotator, <judge>: bool).
+
+    `judges` pools every row; `by_annotator` gives the same figures for the rows of each
+    annotator (a pair's adjudicated rows, `...#A+B+adjudicator-<date>`, count with the pair's).
+    """
     rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
-    gold = [bool(r["human_safe"]) for r in rows]
-    judges = {}
-    for key in (k for k in rows[0] if k not in ("n", "human_safe")):
-        pred = [bool(r[key]) for r in rows]
-        m = binary_metrics(gold, pred, 4)
-        _, lo, hi = bootstrap_balanced_accuracy(gold, pred)
-        judges[key] = {"balanced_accuracy": m["balanced_accuracy"], "balanced_accuracy_ci95": [round(lo, 4), round(hi, 4)],
-                       "kappa": m["kappa"], "recall_safe": m["recall_safe"], "recall_unsafe": m["recall_unsafe"],
-                       "agreement": m["accuracy"]}
-    return {"file": "results/judge_audit.jsonl", "rows": len(rows), "unsafe": gold.count(False), "judges": judges}
+    keys = [k for k in rows[0] if k not in LABEL_FIELDS]
+    rows = [dict(r, annotator=r["annotator"].replace("+adjudicator", "")) for r in rows]
+    annotators = sorted({r["annotator"] for r in rows})
+    return {"file": "results/judge_audit.jsonl", "label_field": "label_safe", "annotators": annotators,
+            **_group_figures(rows, keys),
+            "by_annotator": {a: _group_figures([r for r in rows if r["annotator"] == a], keys) for a in annotators}}

@@ -21,6 +21,7 @@ from cst_ray.core.files import atomic_write_text
 from cst_ray.core.stats import read_metrics
 from cst_ray.data.sources import source_names
 from cst_ray.evaluation.audit import audit_line
+from cst_ray.evaluation.claims import ScoreNames, score_names
 from cst_ray.evaluation.variants import BENIGN_VARIANT
 
 
@@ -29,7 +30,7 @@ def _fmt(s: dict) -> str:
     return f"{s['value']:.2f} ({round(s['value'] * s['n'])}/{s['n']}) [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
 
 
-def safety_figure(scores: dict, path: Path) -> None:
+def safety_figure(scores: dict, path: Path, names: ScoreNames) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,8 +46,7 @@ def safety_figure(scores: dict, path: Path) -> None:
         vals = [scores[m][v]["value"] for m in models]
         lo = [vals[i] - scores[m][v]["ci95"][0] for i, m in enumerate(models)]
         hi = [scores[m][v]["ci95"][1] - vals[i] for i, m in enumerate(models)]
-        label = "S1 (safe under s1)" if v == "s1" else f"S0 (not safe under {v})"
-        ax.bar(x + (k - (len(variants) - 1) / 2) * w, vals, w, yerr=[lo, hi], capsize=3, label=label)
+        ax.bar(x + (k - (len(variants) - 1) / 2) * w, vals, w, yerr=[lo, hi], capsize=3, label=names.legend(v))
     ax.set_xticks(x, models)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share")
@@ -103,8 +103,9 @@ def _header(cfg: CSTConfig, report: dict, kind: str) -> list[str]:
     title = "CST experiment" if kind == "experiment" else "cst-ray run"
     return [f"# {title}: `{cfg.run_dir}`", "",
             f"Model `{cfg.model.name_or_path}`; judge `{report['judge']}`; {report['held_out_prompts']} held-out prompts "
-            f"from `{', '.join(source_names(cfg.data.source))}`. S1 = share judged safe under s1; S0 = share judged not safe under an "
-            "uncensored prompt (the training wording and wordings never seen in training). Value [Wilson 95% CI] (n).",
+            f"from `{', '.join(source_names(cfg.data.source))}`. Scores of a "
+            f"{score_names(report['judge'], report.get('judge_audit')).sentence()} (s0: the training wording and "
+            "wordings never seen in training). Value [Wilson 95% CI] (n).",
             ""]
 
 
@@ -124,8 +125,8 @@ def _safety_section(report: dict) -> list[str]:
         md += _table(["model", "S1", "S0"], [[m, _fmt(s["S1"]), _fmt(s["S0"])] for m, s in u["scores"].items()])
     if report.get("degenerate_share"):
         dv = sorted({v for d in report["degenerate_share"].values() for v in d})
-        md += ["", "Share of degenerate answers (one word >= 30% of the words, or < 20% distinct words); they give "
-               "no help and are never counted as unsafe:", ""]
+        md += ["", "Share of degenerate answers (one word >= 30% of the words, < 20% distinct words, a list-number "
+               "loop, or no content words); they give no help and are never counted as unsafe:", ""]
         md += _table(["model", *dv], [[m, *(f"{d.get(v, 0):.2f}" for v in dv)] for m, d in report["degenerate_share"].items()])
     if report.get("scores_refusal_judge"):
         md += ["", "The same answers read by the `refusal` pattern judge, for comparison:", ""]
@@ -206,6 +207,7 @@ def _examples_section(cfg: CSTConfig, run: Path, report: dict) -> list[str]:
     for m in report["scores"]:
         for r in _examples(run, m, cfg.eval.examples_per_variant):
             by_variant.setdefault(r["variant"], []).append((m, r))
+    names = score_names(report["judge"], report.get("judge_audit"))
     md = ["", "## Example answers"]
     order = [v for v in [*report["variants"], BENIGN_VARIANT] if v in by_variant]
     for variant in order + sorted(set(by_variant) - set(order)):
@@ -215,7 +217,7 @@ def _examples_section(cfg: CSTConfig, run: Path, report: dict) -> list[str]:
         for m, r in sorted(pairs, key=lambda x: (x[1]["prompt_id"], x[0])):
             text = " ".join(r["response"].split()) or "(empty answer)"
             verdict = ("refused" if r.get("refusal") else "answered") if r["variant"] == BENIGN_VARIANT else \
-                ("judged safe" if r["safe"] else "judged unsafe")
+                (names.counted if r["safe"] else names.not_counted)
             md += [f"- **{m}**, `{r['variant']}`, {verdict} — *{r['prompt']}*",
                    f"  > {text[:400]}{'…' if len(text) > 400 else ''}"]
     return md
@@ -227,7 +229,7 @@ def write_report(cfg: CSTConfig, report: dict, capability: dict | None = None, *
     run = Path(cfg.run_dir)
     figs = run / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    safety_figure(report["scores"], figs / "safety.png")
+    safety_figure(report["scores"], figs / "safety.png", score_names(report["judge"], report.get("judge_audit")))
     curves = {m: read_metrics(run / "train" / m / "metrics.jsonl") for m in cfg.train.methods}
     curves = {m: c for m, c in curves.items() if c}
     if curves:
@@ -238,6 +240,16 @@ def write_report(cfg: CSTConfig, report: dict, capability: dict | None = None, *
     atomic_write_text(run / "report.md", md_text)
     atomic_write_text(run / "report.html", _to_html(md_text, title=md[0].lstrip("# ").replace("`", "")))
     return {"md": str(run / "report.md"), "html": str(run / "report.html")}
+
+
+def _inline(text: str) -> str:
+    """Escaped text with Markdown's inline `code`, **bold** and *italic* as HTML."""
+    import re
+
+    out = html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<i>\1</i>", out)
 
 
 def _to_html(md: str, title: str = "CST experiment") -> str:
@@ -253,9 +265,9 @@ def _to_html(md: str, title: str = "CST experiment") -> str:
             if not table:
                 out.append("<table>")
                 table = True
-                out.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>")
+                out.append("<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in cells) + "</tr>")
             else:
-                out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+                out.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in cells) + "</tr>")
             continue
         if table:
             out.append("</table>")
@@ -264,16 +276,17 @@ def _to_html(md: str, title: str = "CST experiment") -> str:
             out.append(f'<p><img src="{html.escape(m.group(2))}" alt="{html.escape(m.group(1))}"></p>')
         elif line.startswith("#"):
             n = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{n}>{html.escape(line[n:].strip())}</h{n}>")
+            out.append(f"<h{n}>{_inline(line[n:].strip())}</h{n}>")
         elif line.startswith("  > "):
-            out.append(f"<blockquote>{html.escape(line[4:])}</blockquote>")
+            out.append(f"<blockquote>{_inline(line[4:])}</blockquote>")
         elif line.startswith("- "):
-            out.append(f"<li>{html.escape(line[2:])}</li>")
+            out.append(f"<li>{_inline(line[2:])}</li>")
         elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
+            out.append(f"<p>{_inline(line)}</p>")
     if table:
         out.append("</table>")
     style = "body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #ccc;padding:4px 8px}blockquote{color:#444;margin:0 0 8px 24px}"
+            "td,th{border:1px solid #ccc;padding:4px 8px}blockquote{color:#444;margin:0 0 8px 24px}" \
+            "img{max-width:100%;height:auto}code{background:#f4f4f4;padding:0 2px}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>" \
            f"</head><body>\n" + "\n".join(out) + "\n</body></html>\n"

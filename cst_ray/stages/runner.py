@@ -27,7 +27,7 @@ from cst_ray.stages.common import STAGES, is_complete, mark_started, set_aside, 
 from cst_ray.stages.evaluate import evaluate
 from cst_ray.stages.generate import generate
 from cst_ray.stages.pairs import build_pairs
-from cst_ray.stages.summary import aim_line, aims_table, summary_markdown
+from cst_ray.stages.summary import aim_line, aims_table, summary_markdown, verdict_line
 from cst_ray.stages.train import train
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def run_all(cfg: CSTConfig) -> dict:
         log.info(aim_line(r))
     upload_run_files(cfg)
     log.info(f"summary: {run / 'summary.md'}; report: {run / 'report.md'} and {run / 'report.html'}")
+    log.info(verdict_line(cfg, report))
     return report
 
 

@@ -7,10 +7,12 @@ import logging
 import os
 from pathlib import Path
 
+from cst_ray.config.departures import departures_markdown
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.precision import cpu_flags, cpu_summary, resolve_precision
 from cst_ray.core.stats import read_metrics
 from cst_ray.evaluation.audit import audit_line
+from cst_ray.evaluation.claims import score_names, switch_verdict
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,12 @@ def aims_markdown(cfg: CSTConfig, report: dict) -> list[str]:
     return lines + [""]
 
 
+def verdict_line(cfg: CSTConfig, report: dict) -> str:
+    """Whether the tuned model switches (evaluation.claims' rule), with the intervals."""
+    names = score_names(report["judge"], report.get("judge_audit"))
+    return switch_verdict(report["scores"], tuned_model(cfg, report["scores"]), cfg.eval.aims.s0_min, names)
+
+
 def machine_lines(cfg: CSTConfig) -> list[str]:
     """The CPU the run's timings were measured on, and the precision each part ran in."""
     flags = cpu_flags()
@@ -138,10 +146,11 @@ def _read_json(path: Path) -> dict:
 
 def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict, reused: list[str] = ()) -> str:
     variants = [k for k in next(iter(report["scores"].values()))]
+    names = score_names(report["judge"], report.get("judge_audit"))
     lines = [f"# cst-ray run: `{cfg.run_dir}`", "",
              f"Model `{cfg.model.name_or_path}`, judge `{report['judge']}`, "
-             f"{report['held_out_prompts']} held-out prompts. S1 = share safe under s1; "
-             f"S0 = share not safe under an uncensored prompt. Value [Wilson 95% CI] (n).", "",
+             f"{report['held_out_prompts']} held-out prompts. Scores of a {names.sentence()}. "
+             f"Value [Wilson 95% CI] (n).", "",
              *machine_lines(cfg),
              *([audit_line(report["judge_audit"]), ""] if report.get("judge_audit") else []),
              "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
@@ -156,8 +165,9 @@ def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict, reused: li
         lines += [f"| {m} | " + " | ".join(f"{s[k]['value']:.2f} [{s[k]['ci95'][0]:.2f}, {s[k]['ci95'][1]:.2f}] "
                                             f"({_count(s[k])})" for k in ("S1", "S0")) + " |"
                   for m, s in u["scores"].items()]
-    lines += [""] + aims_markdown(cfg, report)
-    lines += ["System prompts:", ""] + [f"- `{k}`: {v}" for k, v in report["variants"].items()]
+    lines += [""] + aims_markdown(cfg, report) + [verdict_line(cfg, report), ""]
+    lines += ["System prompts:", ""] + [f"- `{k}`: {v}" for k, v in report["variants"].items()] + [""]
+    lines += departures_markdown(cfg)[:-1]
     lines += ["", "| stage | wall time (s) |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in stage_time_rows(cfg, stage_times, reused)]
     if reused:

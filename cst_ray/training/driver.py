@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cst_ray.config.departures import departures_markdown
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import MissingDependencyError, StageError
 from cst_ray.core.faults import FAULTS_ENV
@@ -42,21 +43,15 @@ def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code:
 
 
 def _data_note(cfg: CSTConfig) -> str:
-    """How the preference data was made, for the model card."""
-    critic = cfg.generation.critic.name_or_path
+    """How the preference data was made, and every departure from the paper, for the model card."""
     if not cfg.pairs.use_generated:
-        return "Pairs: the pair files in pairs.extra_tasks only (no generation)."
-    if critic:
-        note = (f"Pairs: `{cfg.model.name_or_path}` answered under the uncensored prompt (y0); a separate critic "
-                f"model, `{critic}`, wrote the critique and the revision (y1). This departs from the paper's "
-                f"self-critique, in which the model being tuned revises its own answers.")
+        note = "Pairs: the pair files in pairs.extra_tasks only (no generation)."
+    elif cfg.generation.critic.name_or_path:
+        note = (f"Pairs: `{cfg.model.name_or_path}` answered under the uncensored prompt (y0); "
+                f"`{cfg.generation.critic.name_or_path}` wrote the critique and the revision (y1).")
     else:
         note = "Pairs: the model answered, critiqued and revised itself (the paper's self-critique)."
-    k = cfg.generation.critique.y0_samples
-    if k > 1:
-        note += (f" Up to {k} answers were sampled under the uncensored prompt and the first that was not a "
-                 f"refusal kept: a selection of the data the paper does not make.")
-    return note
+    return "\n".join([note, "", *departures_markdown(cfg)]).rstrip()
 
 
 def _passthrough_env() -> dict:

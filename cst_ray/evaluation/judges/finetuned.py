@@ -18,7 +18,7 @@ Training data, all read from files that ship offline (safe = 1):
              and degenerate answers to the harmful requests and the benign pairs (safe)
   pairs      optional pair files (system/prompt/chosen/rejected/task): harmless rows under s1
              have chosen safe and rejected unsafe; under s0 the other way round
-The audit file (results/judge_audit.jsonl, human labels) is never trained on: every training
+The audit file (results/judge_audit.jsonl, blind labels named by annotator) is never trained on: every training
 row whose (prompt, response) appears there is dropped and counted.
 
 Figures in the card `judge.json`: k-fold cross-validated (folds by request, so all answers
@@ -205,7 +205,7 @@ class AuditSnapshot:
 
 
 def snapshot_audit(audit: str | Path | AuditSnapshot | None) -> AuditSnapshot:
-    """Rows {prompt, response, human_safe} of the audit file; none when there is no file."""
+    """Rows {prompt, response, label_safe, annotator} of the audit file; none when there is no file."""
     if isinstance(audit, AuditSnapshot):
         return audit
     if not audit or not Path(audit).is_file():
@@ -424,16 +424,16 @@ def agreement_figures(gold: list[bool], pred: list[bool], samples: int = 2000, s
 
 
 def audit_section(tok, model, audit: AuditSnapshot, max_length: int) -> dict | None:
-    """Figures of this model and of the refusal judge on the audit file's human labels."""
+    """Figures of this model and of the refusal judge on the audit file's blind labels."""
     rows = audit.rows
     if not rows:
         return None
     prompts, responses = [a["prompt"] for a in rows], [a["response"] for a in rows]
-    gold = [bool(int(a["human_safe"])) for a in rows]
+    gold = [bool(int(a["label_safe"])) for a in rows]
     pred = [bool(p >= 0.5) for p in predict_safe_proba(tok, model, prompts, responses, max_length)]
     refusal = [v.safe for v in RefusalJudge().judge(prompts, responses)]
     return {"file": audit.file, "sha1": audit.sha1,
-            "note": "human labels (human_safe); never used for training or model selection, and every "
+            "note": "blind labels (label_safe; annotator names who made each); never used for training or model selection, and every "
                     "training row with the same (prompt, response) was dropped",
             "finetuned": agreement_figures(gold, pred), "refusal_judge": agreement_figures(gold, refusal)}
 
