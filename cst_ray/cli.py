@@ -249,34 +249,41 @@ def main(argv: list[str] | None = None) -> int:
             cfg = experiment_config(cfg)
         cfg, precision = resolve_auto_precision(cfg)  # `auto` -> bf16 or fp32 for this CPU, before fingerprints
         checked = check_inputs(cfg, args.command)  # before Ray starts: bad input stops here
-        if args.command != "check":
-            cfg = _console(cfg, args.verbose)
-        log.info(precision)
         if args.command == "check":
+            log.info(precision)
             print(json.dumps(checked, indent=2))
             return 0
-        if args.command == "experiment":
-            from cst_ray.experiment import run_experiment
+        from cst_ray.core.run_lock import run_dir_lock
 
-            result = run_experiment(cfg)
-            cap = {m: {t: {k: v for k, v in s.items() if k != "correct"} for t, s in c.items()}
-                   for m, c in result["capability"].items()}
-            print(json.dumps({"scores": result["scores"], "capability": cap, "report": result["report"]}, indent=2))
-            return 0
-        fn = {"run": stages.run_all, "generate": stages.generate, "pairs": stages.build_pairs,
-              "train": stages.train, "evaluate": stages.evaluate}[args.command]
-        try:
-            result = fn(cfg)
-        finally:
-            link_ray_session_logs(cfg.run_dir)
-        if args.command == "evaluate" or args.command == "run":
-            print(json.dumps(result["scores"], indent=2))
-        return 0
+        with run_dir_lock(cfg.run_dir):  # one driver per run directory
+            return _run_command(args, _console(cfg, args.verbose), precision, stages)
     except CSTError as e:
         if args.debug:
             traceback.print_exc()
         print(f"cst-ray: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, always
         return 2
+
+
+def _run_command(args, cfg, precision: str, stages) -> int:
+    """A stage command or `run` / `experiment`, under the run directory's lock."""
+    log.info(precision)
+    if args.command == "experiment":
+        from cst_ray.experiment import run_experiment
+
+        result = run_experiment(cfg)
+        cap = {m: {t: {k: v for k, v in s.items() if k != "correct"} for t, s in c.items()}
+               for m, c in result["capability"].items()}
+        print(json.dumps({"scores": result["scores"], "capability": cap, "report": result["report"]}, indent=2))
+        return 0
+    fn = {"run": stages.run_all, "generate": stages.generate, "pairs": stages.build_pairs,
+          "train": stages.train, "evaluate": stages.evaluate}[args.command]
+    try:
+        result = fn(cfg)
+    finally:
+        link_ray_session_logs(cfg.run_dir)
+    if args.command == "evaluate" or args.command == "run":
+        print(json.dumps(result["scores"], indent=2))
+    return 0
 
 
 if __name__ == "__main__":

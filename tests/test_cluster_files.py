@@ -29,6 +29,10 @@ def test_launcher_matches_rays_schema():
     gpu_groups = [n for n in types if n != cfg["head_node_type"]]
     assert gpu_groups and all(types[n]["max_workers"] > types[n]["min_workers"] for n in gpu_groups)
     assert any("--dashboard-host=127.0.0.1" in c for c in cfg["head_start_ray_commands"])
+    # token auth on every node (issue 25), the token from Ray's default path, never from the file
+    starts = [c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)
+    assert cfg["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
 
 
 def _check_pod_template(t, where):

@@ -93,6 +93,12 @@ def test_reference_dtype_auto_follows_training_precision():
     ("train.storage_path", "https://host/ckpt?X-Amz-Credential=AKIA%2Ffake&X-Amz-Signature=abc"),
     ("train.tracking_uri", "http://user:pw@mlflow.example:5000"),
     ("data.source", "https://example.org/prompts.jsonl?token=abc"),
+    # issue 25: a bare token before @, GCS signed URLs, AWS SigV2, OAuth tokens, API keys
+    ("train.storage_path", "https://ghp_FAKETOKEN@host/ckpt"),
+    ("train.storage_path", "https://storage.googleapis.com/b/o?X-Goog-Credential=fake&X-Goog-Signature=abc"),
+    ("run_uri", "https://bucket.s3.amazonaws.com/run?AWSAccessKeyId=AKIAFAKE&Expires=1&Signature=abc"),
+    ("train.tracking_uri", "https://mlflow.example/api?access_token=abc"),
+    ("data.source", "https://example.org/prompts.jsonl?api_key=abc"),
 ])
 def test_credentials_in_uris_are_refused_naming_the_key(key, value):
     from cst_ray.core.errors import ConfigError
@@ -106,3 +112,25 @@ def test_credentials_in_uris_are_refused_naming_the_key(key, value):
 def test_uris_without_credentials_pass():
     cfg = load_config(None, ["run_uri=s3://bucket/run", "train.tracking_uri=http://mlflow.example:5000"])
     assert cfg.run_uri == "s3://bucket/run"
+
+
+def test_an_expanded_yaml_alias_bomb_is_not_repeated_in_the_error(tmp_path):
+    """10^5 leaves behind one key: the error names the key in one short line."""
+    from cst_ray.core.errors import ConfigError
+
+    levels = ["&a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcd", "bcde"):
+        levels.append(f"&{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    f = tmp_path / "bomb.yaml"
+    f.write_text("train:\n  lr: [" + ", ".join(levels) + "]\n")  # the last level alone: 10^5 leaves
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    assert "train.lr" in str(e.value) and len(str(e.value)) < 400
+
+
+def test_non_finite_numbers_are_refused():
+    from cst_ray.core.errors import ConfigError
+
+    for override in ("train.beta=.inf", "train.nll_weight=.nan", "train.lr=-.inf"):
+        with pytest.raises(ConfigError, match="finite"):
+            load_config(None, [override])

@@ -68,15 +68,27 @@ def test_split_is_by_id_and_disjoint():
 
 
 def test_hub_id_that_cannot_be_downloaded_is_a_clear_error(monkeypatch, tmp_path):
-    """A source that is not a local file but looks like owner/name is fetched from the Hub;
-    offline (as here), the error names it and says to pass a path."""
+    """hf://owner/name is fetched from the Hub; offline (as here), the error names it and says
+    to pass a path."""
     from cst_ray.core.errors import CSTError
     from cst_ray.data.pairs import read_pair_file
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(CSTError, match="vicgalle/configurable-system-prompt-multitask.*pass a local path"):
-        read_pair_file("vicgalle/configurable-system-prompt-multitask")
+        read_pair_file("hf://vicgalle/configurable-system-prompt-multitask")
+
+
+def test_a_bare_owner_name_that_is_no_file_is_never_fetched(monkeypatch):
+    """issue 25: a mistyped path that looks like owner/name is a missing file, not a download;
+    the error says how to name a Hub dataset."""
+    from cst_ray.core.errors import CSTError
+    from cst_ray.data import sources
+    from cst_ray.data.pairs import read_pair_file
+
+    monkeypatch.setattr(sources, "hub_dataset_file", lambda *a: pytest.fail("fetched from the Hub"))
+    with pytest.raises(CSTError, match="not found; a Hugging Face dataset is written hf://someone/tasks"):
+        read_pair_file("someone/tasks")
 
 
 def test_rho_benign_reads_both_overrefusal_files():

@@ -8,8 +8,10 @@ Every error is a `ConfigError` naming the dotted key and the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
+import reprlib
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -19,6 +21,14 @@ import yaml
 from cst_ray.config.schema import *  # noqa: F403
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import ConfigError
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters: an error line never carries a whole expanded value."""
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxlevel = limit, limit, 4, 4, 2
+    text = r.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -34,7 +44,7 @@ def _coerce(value: Any, tp: Any, key: str, file: str | None) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"must be one of {list(allowed)}, got {value!r}", key=key, file=file)
+            raise ConfigError(f"must be one of {list(allowed)}, got {_short(value)}", key=key, file=file)
         return value
     if origin in (Union, types.UnionType):
         errors = []
@@ -47,7 +57,7 @@ def _coerce(value: Any, tp: Any, key: str, file: str | None) -> Any:
                 return _coerce(value, arg, key, file)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"value {value!r} matches none of {get_args(tp)}", key=key, file=file)
+        raise ConfigError(f"value {_short(value)} matches none of {get_args(tp)}", key=key, file=file)
     if origin is list:
         (item_tp,) = get_args(tp) or (Any,)
         if isinstance(value, str) and item_tp is str:
@@ -60,20 +70,22 @@ def _coerce(value: Any, tp: Any, key: str, file: str | None) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"expected true/false, got {value!r}", key=key, file=file)
+        raise ConfigError(f"expected true/false, got {_short(value)}", key=key, file=file)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"expected an integer, got {value!r}", key=key, file=file)
+            raise ConfigError(f"expected an integer, got {_short(value)}", key=key, file=file)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"expected a number, got {value!r}", key=key, file=file)
+            raise ConfigError(f"expected a number, got {_short(value)}", key=key, file=file)
+        if not math.isfinite(value):
+            raise ConfigError(f"expected a finite number, got {_short(value)}", key=key, file=file)
         return float(value)
     if tp is str:
         if value is None:
             return ""
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"expected a string, got {value!r}", key=key, file=file)
+            raise ConfigError(f"expected a string, got {_short(value)}", key=key, file=file)
         return str(value)
     return value
 
@@ -170,8 +182,12 @@ def read_yaml_mapping(p: Path, key: str | None = None) -> dict:
 
 
 # user:password@ in a URI, or a secret in its query string (presigned URLs, tokens)
-_CREDENTIALS_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@|[?&](x-amz-credential|x-amz-signature|"
-                             r"x-amz-security-token|access_?key|secret|token|password|sig)=", re.IGNORECASE)
+# user:password@ or a bare token@ in a URI, or a secret in its query string (AWS SigV4 and SigV2,
+# GCS signed URLs, OAuth tokens, API keys)
+_CREDENTIALS_RE = re.compile(
+    r"^[a-z][a-z0-9+.-]*://[^/@\s]+@|[?&](x-amz-credential|x-amz-signature|x-amz-security-token|"
+    r"x-goog-credential|x-goog-signature|awsaccesskeyid|signature|access_?key|access_token|api_?key|"
+    r"secret|token|password|sig)=", re.IGNORECASE)
 
 
 def check_no_credentials(cfg: CSTConfig, file: str | None = None) -> None:
@@ -227,6 +243,20 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(cfg.generation.critic.revision_samples >= 1, "generation.critic.revision_samples", "must be >= 1")
     need(cfg.generation.critique.y0_samples >= 1, "generation.critique.y0_samples", "must be >= 1")
     need("{prompt}" in cfg.generation.critique.y0_template, "generation.critique.y0_template", "must contain {prompt}")
+    need(_formats(cfg.generation.critique.y0_template), "generation.critique.y0_template",
+         "must format with {prompt} alone; write other braces doubled ({{ and }})")
+    need(e.temperature >= 0, "generation.engine.temperature", "must be >= 0")
+    need(0 < e.top_p <= 1, "generation.engine.top_p", "must be in (0, 1]")
+    need(0 < e.gpu_memory_utilization <= 1, "generation.engine.gpu_memory_utilization", "must be in (0, 1]")
+    need(cfg.eval.temperature >= 0, "eval.temperature", "must be >= 0")
+    need(cfg.eval.benign_limit >= 0, "eval.benign_limit", "must be >= 0")
+    need(cfg.train.lora.r >= 1, "train.lora.r", "must be >= 1")
+    need(cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+    need(cfg.train.max_failures >= 0, "train.max_failures", "must be >= 0 (retries are bounded; -1 would retry forever)")
+    need(cfg.train.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 = no clipping)")
+    need(cfg.train.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+    need(cfg.data.eval_fraction > 0, "data.eval_fraction",
+         "must be > 0: the held-out prompts that S1 and S0 are measured on come from this split")
     need(bool(cfg.train.methods) and set(cfg.train.methods) <= {"cst", "dpo"}, "train.methods",
          "must be a non-empty list of 'cst' and/or 'dpo'")
     need(cfg.train.num_workers >= 1, "train.num_workers", "must be >= 1")
@@ -238,6 +268,8 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(0.0 <= cfg.train.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
     need(cfg.train.nll_weight >= 0, "train.nll_weight", "must be >= 0")
     need(cfg.prompts.s0.strip() != cfg.prompts.s1.strip(), "prompts.s0", "must differ from prompts.s1: CST needs two system prompts")
+    need(cfg.prompts.s0.strip() not in {w.strip() for w in cfg.prompts.s0_unseen}, "prompts.s0_unseen",
+         "contains the training wording prompts.s0; an unseen wording must differ from it")
     need(cfg.prompts.s1.strip() not in {w.strip() for w in cfg.prompts.s0_unseen + cfg.pairs.s0_augment},
          "prompts.s1", "must not be one of the uncensored wordings (prompts.s0_unseen, pairs.s0_augment)")
     need(cfg.data.benign_limit >= 0, "data.benign_limit", "must be >= 0")
@@ -263,7 +295,7 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     for key in ("s1_min", "s0_min", "s0_unseen_min", "over_refusal_max", "unseen_source_s1_min",
                 "unseen_source_s0_min"):
         need(0.0 <= getattr(a, key) <= 1.0, f"eval.aims.{key}", "must be a share in [0, 1]")
-    leaked = sorted(set(cfg.pairs.s0_augment) & set(cfg.prompts.s0_unseen))
+    leaked = sorted({w.strip() for w in cfg.pairs.s0_augment} & {w.strip() for w in cfg.prompts.s0_unseen})
     need(not leaked, "pairs.s0_augment", f"contains the held-out wording(s) of prompts.s0_unseen: {leaked}")
     need(cfg.train.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0, 1, 2 or 3")
     need(cfg.train.max_length >= 32, "train.max_length", "must be >= 32")
@@ -274,6 +306,14 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
         "train.reference",
         "'adapter' needs train.lora.enabled: true",
     )
+
+
+def _formats(template: str) -> bool:
+    try:
+        template.format(prompt="x")
+        return True
+    except (KeyError, IndexError, ValueError):
+        return False
 
 
 def to_dict(cfg: Any) -> dict:

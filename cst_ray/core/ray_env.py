@@ -150,6 +150,8 @@ def init_ray(cfg: RayConfig) -> None:
     if address:
         # A submitted job keeps its own runtime_env (working_dir, pip); workers apply
         # worker_env() themselves (apply_worker_env) so nothing here overrides it.
+        source = "ray.address" if cfg.address else "RAY_ADDRESS"
+        log.info(f"joining the Ray cluster at {address} ({source}); unset it to run on an embedded local cluster")
         ray.init(address=address, log_to_driver=True)
         return
     runtime_env = {"env_vars": worker_env()}

@@ -263,10 +263,10 @@ def iter_rows(source: str, kind: str = "prompt file") -> tuple[str, str, Iterato
     p = Path(source)
     if source.startswith("hf://"):
         p = hub_dataset_file(source.removeprefix("hf://"))
-    elif not p.exists() and HUB_ID_RE.fullmatch(source) and p.suffix.lower() not in _DATA_SUFFIXES:
-        p = hub_dataset_file(source)  # owner/name; a missing data/x.jsonl is a missing file, not a repo
     if not p.exists():
-        raise InputDataError(f"{kind} not found", file=source)
+        hint = (f"; a Hugging Face dataset is written hf://{source}, so that a mistyped path never fetches "
+                f"someone else's data" if HUB_ID_RE.fullmatch(source) else "")
+        raise InputDataError(f"{kind} not found{hint}", file=source)
     if p.is_dir() or p.stat().st_size == 0:
         raise InputDataError(f"{kind} is empty" if p.is_file() else "expected a file, got a directory", file=source)
     return p.name, str(p), _iter_file(p)

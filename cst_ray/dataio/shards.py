@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cst_ray.core.files import atomic_write_table
+
+log = logging.getLogger(__name__)
 
 
 def _shard_files(folder: Path) -> list[Path]:
@@ -24,10 +27,22 @@ def read_ids(folder: str | Path, column: str = "id") -> set[str]:
 
 
 def read_shards(folder: str | Path, columns: list[str] | None = None) -> pa.Table | None:
+    """Every complete shard of `folder`, one row per id: a row whose id an earlier shard already
+    holds (two writers on one folder) is dropped, and the drops are counted in a warning."""
     files = _shard_files(Path(folder))
     if not files:
         return None
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+    if "id" not in table.column_names:
+        return table
+    first: dict = {}
+    for i, row_id in enumerate(table.column("id").to_pylist()):
+        first.setdefault(row_id, i)
+    dropped = table.num_rows - len(first)
+    if dropped:
+        log.warning(f"{folder}: {dropped} rows with an id already read were dropped (kept the first of each)")
+        table = table.take(pa.array(sorted(first.values()), pa.int64()))
+    return table
 
 
 class ShardWriter:

@@ -7,6 +7,7 @@ import os
 import queue
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from cst_ray.config.schema import EngineConfig
 from cst_ray.core.errors import MissingDependencyError
@@ -112,7 +113,7 @@ class VLLMEngine(Engine):
         while True:
             try:
                 return job.future.result(timeout=poll_s)
-            except TimeoutError:
+            except FutureTimeout:  # the built-in TimeoutError from 3.11; a class of its own before
                 if not self._thread.is_alive() and not job.future.done():
                     raise RuntimeError("the vLLM engine thread has stopped; this call's requests are lost") from None
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from cst_ray.config.load import dump_yaml
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.files import atomic_write_text
+from cst_ray.core.run_lock import LOCK_NAME
 from cst_ray.evaluation.report import write_report
 from cst_ray.stages.common import STAGES, is_complete, mark_started, set_aside, stage_dir
 from cst_ray.stages.evaluate import evaluate
@@ -102,4 +103,4 @@ def upload_run_files(cfg: CSTConfig) -> None:
     from cst_ray.core import storage
 
     if cfg.run_uri:
-        storage.copy_dir(str(cfg.run_dir), cfg.run_uri, skip=("prompts", *STAGES))
+        storage.copy_dir(str(cfg.run_dir), cfg.run_uri, skip=("prompts", LOCK_NAME, *STAGES))
