@@ -275,10 +275,8 @@ def _run_command(args, cfg, precision: str, stages) -> int:
                for m, c in result["capability"].items()}
         print(json.dumps({"scores": result["scores"], "capability": cap, "report": result["report"]}, indent=2))
         return 0
-    fn = {"run": stages.run_all, "generate": stages.generate, "pairs": stages.build_pairs,
-          "train": stages.train, "evaluate": stages.evaluate}[args.command]
     try:
-        result = fn(cfg)
+        result = stages.run_all(cfg) if args.command == "run" else stages.run_stage(cfg, args.command)
     finally:
         link_ray_session_logs(cfg.run_dir)
     if args.command == "evaluate" or args.command == "run":

@@ -82,3 +82,33 @@ def test_resume_refuses_other_worker_count_and_half_written(tmp_path):
     (tmp_path / "a" / STATE_FILE).unlink()  # state file written last: missing = half-written
     with pytest.raises(RuntimeError, match="incomplete"):
         resumable_state(ck, 2)
+
+
+def test_a_run_never_resumes_another_runs_checkpoints(tmp_path):
+    """issue 25: the identity beside the checkpoints (train settings, pairs, base model) must
+    match, or the run stops before any worker starts, naming what differs."""
+    from cst_ray.config.schema import TrainConfig
+    from cst_ray.core.errors import StageError
+    from cst_ray.training.identity import IDENTITY_FILE, claim_storage, run_identity
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    pairs = [{"id": "1:s1", "prompt": "x", "chosen": "a", "rejected": "b"}]
+    folder = str(tmp_path / "ckpt" / "ray_train")
+    mine = run_identity(TrainConfig(), pairs, str(model))
+    claim_storage(folder, mine)
+    (tmp_path / "ckpt" / "ray_train" / "checkpoint_000001").mkdir()
+    claim_storage(folder, mine)  # the same run again (a rerun after a crash): resumes
+    same_but_kept = run_identity(TrainConfig(keep_checkpoints=5, checkpoint_every=9), pairs, str(model))
+    claim_storage(folder, same_but_kept)  # how checkpoints are kept does not change the weights
+    with pytest.raises(StageError, match=r"differs in: train settings\); refusing"):
+        claim_storage(folder, run_identity(TrainConfig(lr=1e-4), pairs, str(model)))
+    with pytest.raises(StageError, match="differs in: pairs"):
+        claim_storage(folder, run_identity(TrainConfig(), pairs + pairs, str(model)))
+    (model / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(StageError, match="differs in: base model"):
+        claim_storage(folder, run_identity(TrainConfig(), pairs, str(model)))
+    (tmp_path / "ckpt" / "ray_train" / IDENTITY_FILE).unlink()
+    with pytest.raises(StageError, match="without a run identity"):
+        claim_storage(folder, mine)

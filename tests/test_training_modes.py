@@ -128,6 +128,20 @@ def test_exact_resume_after_worker_crash(ray_local, tiny_model_path, tmp_path, r
     assert [m["learning_rate"] for m in crashed] == pytest.approx([m["learning_rate"] for m in full])
 
 
+def test_a_second_run_on_one_storage_path_does_not_resume_the_first(ray_local, tiny_model_path, tmp_path):
+    """issue 25: two runs, one train.storage_path, other settings: the second stops before any
+    worker starts, naming what differs, instead of resuming (or exporting) the first's weights."""
+    from cst_ray.core.errors import StageError
+
+    store = tmp_path / "shared-ckpt"
+    pairs = _pairs(4)
+    st, m = _train(tmp_path / "a", pairs, tiny_model_path, max_steps=2, storage_path=str(store))
+    assert [x["step"] for x in m] == [1, 2]
+    with pytest.raises(StageError, match=r"holds the checkpoints of another run \(it differs in: train settings\)"):
+        _train(tmp_path / "b", pairs, tiny_model_path, max_steps=2, storage_path=str(store), lr=5e-4)
+    assert not (tmp_path / "b" / "out" / "metrics.jsonl").exists()  # no step ran
+
+
 def test_lora_zero3_overfits(ray_local, tiny_model_path, tmp_path):
     st, m = _train(tmp_path / "lora", _pairs(2), tiny_model_path, max_steps=8, epochs=8, reference="adapter",
                    **{"lora.enabled": True, "lora.r": 8, "lora.alpha": 16, "lr": 5e-3})

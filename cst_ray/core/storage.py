@@ -86,3 +86,28 @@ def copy_dir(src: str, dst: str, skip: tuple[str, ...] = ()) -> int:
 def fetch_dir(src: str, dst: str) -> int:
     """Copy a folder at a URI (or local path) into a local folder."""
     return _copy_tree(src, dst)
+
+
+def read_text(location: str) -> str | None:
+    """A small file's text at a local path or URI; None when there is no such file."""
+    import pyarrow.fs as pafs
+
+    fs, path = _fs(location)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode("utf-8")
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a small file at a local path or URI (a local one atomically)."""
+    if not is_uri(location):
+        from cst_ray.core.files import atomic_write_text
+
+        Path(location).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(location).expanduser(), text)
+        return
+    fs, path = _fs(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:  # object stores publish the object whole on close
+        f.write(text.encode("utf-8"))

@@ -42,6 +42,8 @@ def check_inputs(cfg: CSTConfig, command: str) -> dict:
     summary["models"] = {"model.name_or_path": check_model(cfg.model.name_or_path)}
     if command in ("run", "experiment", "check"):  # stages made with other settings: redo or stop, now
         summary["stages_to_redo"] = check_stages_redoable(cfg, ("prompts", *STAGES))
+    elif command in STAGES:  # a stage alone keeps the same contract (stages/runner.py: run_stage)
+        summary["stages_to_redo"] = check_stages_redoable(cfg, ("prompts", command))
     for part, fn in (("prompts", _prompts), ("generation", _generation), ("pairs", _pairs), ("eval", _eval)):
         if part in parts:
             summary.update(fn(cfg, summary["models"]))

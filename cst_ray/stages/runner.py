@@ -98,6 +98,26 @@ def run_all(cfg: CSTConfig) -> dict:
     return report
 
 
+def run_stage(cfg: CSTConfig, name: str) -> dict:
+    """One stage alone (`cst-ray generate | pairs | train | evaluate`, `jobs/<stage>.py`) under the
+    contract of `run_all`: complete with these settings -> reused; made, or half made, with other
+    settings -> set aside and done again (or, under --reuse, a stop naming the keys that differ);
+    else started with its settings recorded, so a kill and a rerun resume only under them."""
+    fn = {"generate": generate, "pairs": build_pairs, "train": train, "evaluate": evaluate}[name]
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    fetch_stage(cfg, "prompts")
+    fetch_stage(cfg, name)
+    if is_complete(cfg, name):
+        log.info(f"{name}: complete in {stage_dir(cfg, name)}, reused")
+        done = "eval.json" if name == "evaluate" else "stats.json"
+        return json.loads((stage_dir(cfg, name) / done).read_text())
+    mark_started(cfg, name)
+    result = fn(cfg)
+    for done in ("prompts", name):
+        upload_stage(cfg, done)
+    return result
+
+
 def upload_run_files(cfg: CSTConfig) -> None:
     """Mirror what is in the run directory outside the stage folders (config, summary, report)."""
     from cst_ray.core import storage

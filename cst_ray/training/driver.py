@@ -16,7 +16,8 @@ from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import MissingDependencyError, StageError
 from cst_ray.core.faults import FAULTS_ENV
 from cst_ray.core.stats import read_metrics
-from cst_ray.core.storage import resolve_storage
+from cst_ray.core.storage import join, resolve_storage
+from cst_ray.training.identity import claim_storage, run_identity
 from cst_ray.training.progress import TrainingProgress
 from cst_ray.training.spec import ModelCardInfo, WorkerSpec, plan_steps
 from cst_ray.training.tokenize import tokenize_pairs
@@ -81,7 +82,9 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
                            data_note=_data_note(cfg)),
         **_tracking(cfg, method),
     )
-    trainer = _trainer(spec, resolve_storage(storage_path or str(out_dir / "checkpoints")))
+    storage = resolve_storage(storage_path or str(out_dir / "checkpoints"))
+    claim_storage(join(storage, RUN_NAME), run_identity(cfg.train, pairs, model_path))  # never another run's
+    trainer = _trainer(spec, storage)
     with TrainingProgress(out_dir / "metrics.jsonl", plan.total_steps, label=f"train:{method.lower()}"):
         result = trainer.fit()
     if result.error:

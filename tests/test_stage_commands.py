@@ -1,0 +1,74 @@
+"""The single-stage commands keep the stage contract of `run` (issue 25): a stage complete with
+these settings is reused, one made (or half made) with other settings is set aside and done
+again, or stops under --reuse naming the keys; a killed stage resumes under its own settings only.
+The stage functions are stand-ins that record their calls; the contract is runner.run_stage's."""
+
+import json
+
+import pytest
+
+from cst_ray.config.load import load_config
+from cst_ray.core.errors import StageError
+from cst_ray.stages import runner
+from cst_ray.stages.common import STARTED, write_stage_stats
+
+CALLS: list[str] = []
+
+
+def _stand_in(name, crash=False):
+    def fn(cfg):
+        CALLS.append(name)
+        (runner.stage_dir(cfg, name) / "part.txt").write_text("made\n")
+        if crash:
+            raise KeyboardInterrupt("killed")  # a kill between the start and stats.json
+        write_stage_stats(cfg, name, {"rows": 1})
+        return {"rows": 1}
+    return fn
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    CALLS.clear()
+
+
+@pytest.mark.parametrize("name, attr", [("generate", "generate"), ("pairs", "build_pairs"), ("train", "train")])
+def test_each_stage_command_reuses_redoes_and_resumes_by_its_settings(tmp_path, monkeypatch, name, attr):
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    other = load_config(None, [f"run_dir={tmp_path}", "generation.engine.max_new_tokens=64"])
+    monkeypatch.setattr(runner, attr, _stand_in(name, crash=True))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_stage(cfg, name)  # killed half-way: inputs.json, no stats.json
+    assert (tmp_path / name / STARTED).is_file() and not (tmp_path / name / "stats.json").exists()
+    monkeypatch.setattr(runner, attr, _stand_in(name))
+    runner.run_stage(other, name)  # other settings: the half-done stage is set aside, not resumed
+    assert json.loads((tmp_path / f"{name}.replaced" / STARTED).read_text())["generation.engine.max_new_tokens"] == 128
+    assert runner.run_stage(other, name) == json.loads((tmp_path / name / "stats.json").read_text())
+    assert CALLS == [name, name]  # the second call reused the complete stage
+    stop = load_config(None, [f"run_dir={tmp_path}", "stale_stages=stop"])
+    with pytest.raises(StageError, match=r"generation.engine.max_new_tokens: 64 -> 128"):
+        runner.run_stage(stop, name)  # --reuse: stop, naming what differs
+    runner.run_stage(cfg, name)  # the first settings again: redone, the other set aside
+    assert CALLS == [name, name, name]
+
+
+def test_a_killed_stage_resumes_under_its_own_settings(tmp_path, monkeypatch):
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    monkeypatch.setattr(runner, "generate", _stand_in("generate", crash=True))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_stage(cfg, "generate")
+    monkeypatch.setattr(runner, "generate", _stand_in("generate"))
+    runner.run_stage(cfg, "generate")
+    assert not (tmp_path / "generate.replaced").exists()  # same settings: resumed in place
+    assert (tmp_path / "generate" / "part.txt").is_file()
+
+
+def test_the_cli_checks_a_stage_alone_before_any_work(tmp_path, monkeypatch):
+    """Under --reuse a stale stage stops the command in its checks, before Ray starts."""
+    from cst_ray.stages.common import check_stages_redoable
+
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    monkeypatch.setattr(runner, "build_pairs", _stand_in("pairs"))
+    runner.run_stage(cfg, "pairs")
+    stop = load_config(None, [f"run_dir={tmp_path}", "stale_stages=stop", "pairs.s0_augment=[Be free.]"])
+    with pytest.raises(StageError, match="pairs.s0_augment"):
+        check_stages_redoable(stop, ("prompts", "pairs"))
