@@ -196,9 +196,10 @@ def _judge_file(args) -> dict:
         judge_kwargs.update(model_path=resolve_model(ModelConfig(name_or_path=args.model), key="--model"),
                             engine=EngineConfig(backend=args.backend), question=args.question)
     verdicts = build_judge(args.judge, **judge_kwargs).judge([d["prompt"] for d in data], [d["response"] for d in data])
-    with open(args.output, "w") as f:
-        for d, v in zip(data, verdicts):
-            f.write(json.dumps({**d, "safe": v.safe, "score": v.score}) + "\n")
+    from cst_ray.core.files import atomic_write_text
+
+    atomic_write_text(args.output, "".join(json.dumps({**d, "safe": v.safe, "score": v.score}) + "\n"
+                                           for d, v in zip(data, verdicts)))
     out = {"rows": len(data), "safe": sum(v.safe for v in verdicts)}
     if args.labels:
         gold, pred = [str(d[args.labels]).lower() in ("1", "true") for d in data], [v.safe for v in verdicts]

@@ -112,3 +112,42 @@ def test_a_run_never_resumes_another_runs_checkpoints(tmp_path):
     (tmp_path / "ckpt" / "ray_train" / IDENTITY_FILE).unlink()
     with pytest.raises(StageError, match="without a run identity"):
         claim_storage(folder, mine)
+
+
+def test_a_torn_metrics_line_is_skipped_by_both_readers(tmp_path, caplog):
+    """A crash mid-append leaves part of a line; the resumed run's next line is glued to it.
+    read_metrics and the live progress reader skip it and keep every whole line."""
+    import logging
+
+    from cst_ray.core.files import append_line
+    from cst_ray.core.stats import read_metrics
+    from cst_ray.training.progress import TrainingProgress
+
+    path = tmp_path / "metrics.jsonl"
+    append_line(path, json.dumps({"step": 1, "loss": 0.69, "time/step_s": 2.0}))
+    with open(path, "a") as f:
+        f.write('{"step": 2, "lo')  # torn by a crash
+    append_line(path, json.dumps({"step": 2, "loss": 0.6, "time/step_s": 2.0}))  # glued to the torn part
+    append_line(path, json.dumps({"step": 3, "loss": 0.5, "time/step_s": 4.0}))
+    assert [m["step"] for m in read_metrics(path)] == [1, 3]
+    with caplog.at_level(logging.INFO, logger="cst_ray.training.progress"):
+        prog = TrainingProgress(path, 10, label="train:cst")
+        prog._report()
+    assert prog._step_s == [2.0, 4.0] and prog._last_step == 3
+
+
+def test_an_export_replaces_the_old_folder_whole(tmp_path):
+    """issue 25: a new export leaves no file of the old one behind (copytree over it did)."""
+    from cst_ray.core.storage import replace_dir
+
+    old = tmp_path / "model"
+    old.mkdir()
+    (old / "model.safetensors").write_text("old weights")
+    (old / "adapter_model.safetensors").write_text("a file only the old export had")
+    new = tmp_path / "staged"
+    new.mkdir()
+    (new / "model.safetensors").write_text("new weights")
+    replace_dir(str(new), str(old))
+    assert sorted(p.name for p in old.iterdir()) == ["model.safetensors"]
+    assert (old / "model.safetensors").read_text() == "new weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "staged"]  # nothing left aside

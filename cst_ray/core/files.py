@@ -1,5 +1,6 @@
 """Atomic file writes: a temporary name in the same folder, flushed, then renamed over the
-target (`os.replace`), so a reader sees the old file or the new one, never part of one."""
+target (`os.replace`), so a reader sees the old file or the new one, never part of one; the
+folder is fsynced after the rename, so the new name survives a power loss too."""
 
 from __future__ import annotations
 
@@ -21,9 +22,36 @@ def atomic_path(path: str | Path):
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable (no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line whole: written in one `write` call and fsynced. A reader of such a file
+    (`core.stats.read_metrics`) skips a torn last line left by a crash."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -14,13 +14,17 @@ def write_stats(path: str | Path, stats: dict) -> None:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """Per-step metrics written by rank 0; a resumed run rewrites steps, the last write wins."""
+    """Per-step metrics written by rank 0; a resumed run rewrites steps, the last write wins; a
+    line a crash tore is skipped."""
     p = Path(path)
     if not p.is_file():
         return []
     by_step: dict[int, dict] = {}
     for line in p.read_text().splitlines():
-        if line.strip():
-            m = json.loads(line)
+        try:
+            m = json.loads(line) if line.strip() else None
+        except ValueError:  # a line torn by a crash (and the next one glued to it): skipped
+            continue
+        if isinstance(m, dict) and "step" in m:
             by_step[int(m["step"])] = m
     return [by_step[k] for k in sorted(by_step)]

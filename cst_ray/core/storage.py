@@ -83,6 +83,33 @@ def copy_dir(src: str, dst: str, skip: tuple[str, ...] = ()) -> int:
     return _copy_tree(src, dst, skip)
 
 
+def replace_dir(src: str, dst: str) -> int:
+    """Put the local folder `src` at `dst` with no file of an older `dst` left behind: locally,
+    a copy beside `dst` renamed over it (the old one removed after); at a URI, the old prefix is
+    deleted first, then the files are copied one by one."""
+    import pyarrow.fs as pafs
+
+    if is_uri(dst):
+        fs, path = _fs(dst)
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_dir_contents(path, missing_dir_ok=True)
+        return _copy_tree(src, dst)
+    target = Path(dst).expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.new-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(src, staging)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    from cst_ray.core.files import fsync_dir
+
+    fsync_dir(target.parent)
+    return sum(len(f) for _, _, f in os.walk(target))
+
+
 def fetch_dir(src: str, dst: str) -> int:
     """Copy a folder at a URI (or local path) into a local folder."""
     return _copy_tree(src, dst)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
-from cst_ray.core.files import atomic_write_text
+from cst_ray.core.files import atomic_path, atomic_write_text
 from cst_ray.core.stats import read_metrics
 from cst_ray.data.sources import source_names
 from cst_ray.evaluation.audit import audit_line
@@ -53,7 +53,8 @@ def safety_figure(scores: dict, path: Path, names: ScoreNames) -> None:
     ax.set_title("S1 / S0 per model (Wilson 95% CI)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -72,7 +73,8 @@ def training_figure(curves: dict[str, list[dict]], path: Path) -> None:
         ax.set_xlabel("step")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from cst_ray.core.storage import copy_dir
+from cst_ray.core.storage import replace_dir
 from cst_ray.models.resolve import PROVENANCE_FILE
 from cst_ray.training.spec import WorkerSpec
 
@@ -82,4 +82,4 @@ def export_model(state_dict: dict, spec: WorkerSpec) -> None:
         if provenance.is_file():  # builtin aliases built from third-party packages
             text += "\n## Provenance\n\n" + provenance.read_text()
         (Path(tmp) / "README.md").write_text(text)
-        copy_dir(tmp, spec.export_dir)
+        replace_dir(tmp, spec.export_dir)  # whole: no file of an older export left beside it

@@ -55,11 +55,16 @@ class TrainingProgress:
             with open(self.path) as f:
                 f.seek(self._offset)
                 for line in f:
-                    if line.endswith("\n") and line.strip():
-                        last = json.loads(line)
-                        self._offset += len(line.encode())
-                        if "time/step_s" in last:
-                            self._step_s.append(float(last["time/step_s"]))
+                    if not line.endswith("\n"):
+                        break  # a line still being written: read it whole next time
+                    self._offset += len(line.encode())
+                    try:
+                        row = json.loads(line)
+                    except ValueError:  # blank, or a torn line from a crash before a resume
+                        continue
+                    last = row
+                    if "time/step_s" in last:
+                        self._step_s.append(float(last["time/step_s"]))
         if last and int(last.get("step", 0)) != self._last_step:
             self._last_step = int(last["step"])
             mean = sum(self._step_s) / len(self._step_s) if self._step_s else 0.0

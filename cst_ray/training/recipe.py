@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from cst_ray.core.faults import crash_once
+from cst_ray.core.files import append_line
 from cst_ray.core.precision import resolve_precision
 from cst_ray.training.batching import (
     batch_tokens,
@@ -280,8 +281,7 @@ class DPORecipe:
         self.t_last = now
         self.tracker.log_metrics(metrics, self.step)
         if self.rank == 0 and self.spec.metrics_path:
-            with open(self.spec.metrics_path, "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            append_line(self.spec.metrics_path, json.dumps(metrics))  # whole lines only
         return metrics
 
     def save_or_report(self, metrics: dict) -> None:

@@ -46,6 +46,7 @@ import numpy as np
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
 from cst_ray.core.cache import file_lock
 from cst_ray.core.errors import CSTError
+from cst_ray.core.files import atomic_write_text, fsync_dir
 from cst_ray.evaluation.judges.base import Judge, Verdict
 from cst_ray.evaluation.judges.refusal import RefusalJudge
 from cst_ray.evaluation.metrics import binary_metrics, bootstrap_balanced_accuracy
@@ -442,9 +443,7 @@ def audit_section(tok, model, audit: AuditSnapshot, max_length: int) -> dict | N
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")  # unique temp name, fsync, folder fsync
 
 
 def save_judge(out: str | Path, tok, model, card: dict) -> None:
@@ -462,7 +461,10 @@ def save_judge(out: str | Path, tok, model, card: dict) -> None:
             raise CSTError(f"refusing to save pickled files {pickles}")
         for f in sorted(tmp.iterdir()):
             f.chmod(0o644)
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
             os.replace(f, out / f.name)
+        fsync_dir(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _write_json(out / CARD_FILE, card)
