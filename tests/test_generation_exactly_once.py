@@ -39,6 +39,18 @@ def test_actor_crash_loses_and_duplicates_nothing(tmp_path):
     assert len(ids) == len(set(ids)) == 24
 
 
+def test_a_batch_that_always_kills_its_actor_ends_in_one_line(tmp_path):
+    """issue 25: restarts and retries are bounded (generation.pool.max_restarts); the stage then
+    stops with one line naming the key, instead of looping forever."""
+    run = tmp_path / "run"
+    faults = json.dumps({"engine_batch": {"at": 1, "always": True}})
+    res = run_cli(["generate", *BASE, f"run_dir={run}", "generation.pool.max_restarts=1"],
+                  env={"CST_RAY_FAULTS": faults}, timeout=900)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("cst-ray: error:")]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-3000:]
+    assert "generation.pool.max_restarts: 1" in lines[0] and "died 2 times" in lines[0]
+
+
 def test_killed_driver_rerun_completes_exactly_once(tmp_path):
     run = tmp_path / "run"
     out = run / "generate" / "generations"

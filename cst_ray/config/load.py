@@ -236,6 +236,7 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(cfg.generation.pool.stream_rows >= 0, "generation.pool.stream_rows", "must be >= 0 (0 = the whole batch)")
     need(cfg.generation.pool.stall_timeout_s >= 0, "generation.pool.stall_timeout_s", "must be >= 0 (0 = derived)")
     need(cfg.generation.pool.min_tokens_per_s > 0, "generation.pool.min_tokens_per_s", "must be > 0")
+    need(cfg.generation.pool.max_restarts >= 0, "generation.pool.max_restarts", "must be >= 0 (retries are bounded)")
     need(e.dtype in ("auto", "float32", "bfloat16", "float16"), "generation.engine.dtype",
          "must be auto, float32, bfloat16 or float16")
     need(cfg.generation.critique.principles_per_prompt >= 1, "generation.critique.principles_per_prompt", "must be >= 1")
@@ -251,6 +252,8 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(cfg.eval.temperature >= 0, "eval.temperature", "must be >= 0")
     need(cfg.eval.benign_limit >= 0, "eval.benign_limit", "must be >= 0")
     need(cfg.train.lora.r >= 1, "train.lora.r", "must be >= 1")
+    need(bool(cfg.train.lora.target_modules), "train.lora.target_modules", "is empty: name modules, or [all-linear]")
+    need(cfg.train.gpu_memory_gb >= 0, "train.gpu_memory_gb", "must be >= 0 (0 = the visible GPU's)")
     need(cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
     need(cfg.train.max_failures >= 0, "train.max_failures", "must be >= 0 (retries are bounded; -1 would retry forever)")
     need(cfg.train.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 = no clipping)")

@@ -119,6 +119,10 @@ class ActorPoolConfig:
     # The slowest generation rate per actor the derived bound allows for: bf16 emulated on an
     # AVX2-only EPYC measured ~4.5 generated tok/s per one-thread actor (issue 28).
     min_tokens_per_s: float = 4.0
+    # Restarts of a crashed engine actor, and retries of its batch, before the stage stops with
+    # one line naming this key (Ray Data's default is to retry forever: a batch that always
+    # crashes its actor would loop). Rows already written are kept; a re-run resumes.
+    max_restarts: int = 3
 
 
 @dataclass
@@ -202,9 +206,9 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    # [all-linear] (PEFT: every linear layer but the output head, whatever the family names them),
+    # or the module names to adapt, checked against the model before any work
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
 
 
 @dataclass
@@ -214,6 +218,9 @@ class TrainConfig:
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    # Memory of one training GPU (GiB) for the preflight's ZeRO-3 estimate on a machine that has
+    # none (the driver of a cluster job); 0 = read the visible GPU's, or no check.
+    gpu_memory_gb: float = 0.0
     threads_per_worker: int = 1
     max_length: int = 384
     min_response_tokens: int = 16

@@ -72,9 +72,10 @@ def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, 
     default would instead run one call at a time through one helper thread."""
     from ray.data import ActorPoolStrategy
 
-    # Ray Data restarts a crashed actor and retries its batch (max_restarts=-1,
-    # max_task_retries=-1 by default); the driver drops any id it has already written.
-    kwargs: dict = dict(compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
+    # A crashed actor is restarted and its batch retried `pool.max_restarts` times (Ray Data's
+    # default, -1, retries forever); the driver drops any id it has already written.
+    kwargs: dict = dict(max_restarts=pool.max_restarts, max_task_retries=pool.max_restarts,
+                        compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
                                                   max_concurrent_calls_per_actor=pool.batches_in_flight,
                                                   # batches wait in Ray Data's queue, not on a
                                                   # busy actor (Ray Data's default queues 2 per
@@ -184,10 +185,30 @@ def run_actor_map(
         except ExecutionTimeoutError:
             sink.close()
             raise StageError(stall_message(label, bound, pool, step, blocks, sink.inputs_seen)) from None
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+            sink.close()
+            if isinstance(e, ray.exceptions.RayTaskError) and not _actor_died(e):
+                raise
+            raise StageError(f"{label}: an engine actor died {pool.max_restarts + 1} times on the same batches "
+                             f"(generation.pool.max_restarts: {pool.max_restarts}); rows already written are kept. "
+                             f"Its last error: {_first_line(e)}. Fix the cause (memory, the model) or raise "
+                             f"generation.pool.max_restarts, then re-run to resume") from None
     sink.close()
     stats.wall_s = round(time.time() - t0, 3)
     _account(label, set(todo.column("id").to_pylist()), sink.inputs_seen)
     return stats
+
+
+def _actor_died(e: Exception) -> bool:
+    import ray
+
+    return isinstance(getattr(e, "cause", None), ray.exceptions.RayActorError) or "ActorDiedError" in str(e)[:2000]
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    died = next((ln for ln in lines if "died" in ln.lower() or "Error" in ln), lines[0] if lines else type(e).__name__)
+    return died[:200]
 
 
 def stall_bound_s(pool: ActorPoolConfig, rows_per_call: int, tokens_per_row: int) -> float:

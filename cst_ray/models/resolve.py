@@ -238,6 +238,16 @@ def resolve_model(cfg: ModelConfig, key: str = "model.name_or_path") -> str:
     return _build_alias(cfg, name)
 
 
+def local_model_folder(cfg: ModelConfig) -> str | None:
+    """The folder a model already has on this machine (a folder, or an alias built before);
+    None for a hub id or an alias not built yet. Builds and downloads nothing."""
+    kind = check_model(cfg.name_or_path)
+    if kind == "folder":
+        return str(Path(cfg.name_or_path).expanduser().resolve())
+    out = cache_root(cfg) / cfg.name_or_path
+    return str(out) if kind == "alias" and (out / _DONE).exists() else None
+
+
 def _build_alias(cfg: ModelConfig, name: str) -> str:
     out = cache_root(cfg) / name
     if (out / _DONE).exists():

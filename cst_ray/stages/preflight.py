@@ -11,6 +11,7 @@ same validation the stages run), and look at model and judge folders without loa
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -22,9 +23,11 @@ from cst_ray.data.sources import max_prompt_chars, read_prompts, read_sources
 from cst_ray.models.resolve import check_model
 from cst_ray.stages.common import STAGES, check_stages_redoable, stage_state
 
-ALL_PARTS = ("prompts", "generation", "pairs", "eval")
+log = logging.getLogger(__name__)
+
+ALL_PARTS = ("prompts", "generation", "pairs", "training", "eval")
 # What each command reads besides the policy model and the run directory (every command).
-COMMAND_PARTS = {"generate": ("prompts", "generation"), "pairs": ("pairs",), "train": (),
+COMMAND_PARTS = {"generate": ("prompts", "generation"), "pairs": ("pairs",), "train": ("training",),
                  "evaluate": ("prompts", "eval"), "run": ALL_PARTS, "experiment": ALL_PARTS, "check": ALL_PARTS}
 
 
@@ -44,7 +47,8 @@ def check_inputs(cfg: CSTConfig, command: str) -> dict:
         summary["stages_to_redo"] = check_stages_redoable(cfg, ("prompts", *STAGES))
     elif command in STAGES:  # a stage alone keeps the same contract (stages/runner.py: run_stage)
         summary["stages_to_redo"] = check_stages_redoable(cfg, ("prompts", command))
-    for part, fn in (("prompts", _prompts), ("generation", _generation), ("pairs", _pairs), ("eval", _eval)):
+    for part, fn in (("prompts", _prompts), ("generation", _generation), ("pairs", _pairs), ("training", _training),
+                     ("eval", _eval)):
         if part in parts:
             summary.update(fn(cfg, summary["models"]))
     return summary
@@ -92,6 +96,43 @@ def _pairs(cfg: CSTConfig, models: dict) -> dict:
     extra = {f: read_pair_file(f, limit=p.extra_tasks_limit, tasks=tuple(p.extra_tasks_select))[1].as_dict()
              for f in p.extra_tasks}
     return {"extra_tasks": extra}
+
+
+def _training(cfg: CSTConfig, models: dict) -> dict:
+    """The policy's LoRA targets against its modules, and DeepSpeed's ZeRO-3 estimate of the
+    model-state memory per GPU, from the model's config on the meta device (no weights read).
+    A hub model or an alias not built yet is checked when the train stage loads it."""
+    from cst_ray.models.inspect import check_lora_targets, meta_model, zero3_memory_estimate
+    from cst_ray.models.resolve import local_model_folder
+
+    folder = local_model_folder(cfg.model)
+    if folder is None:
+        return {"training": "model not on this machine yet: checked when it is loaded"}
+    model = meta_model(folder, cfg.model.trust_remote_code)
+    if cfg.train.lora.enabled:
+        check_lora_targets(model, cfg.train.lora.target_modules, cfg.model.name_or_path)
+    est = zero3_memory_estimate(model, cfg.train.num_workers)
+    line = (f"ZeRO-3 model states (DeepSpeed's estimate: parameters, gradients, Adam; activations come on top): "
+            f"{est['parameters'] / 1e6:.0f}M parameters over {est['workers']} workers -> "
+            f"{est['per_gpu_gib']:.2f} GiB per GPU")
+    limit, where = _device_memory_gib(cfg)
+    if limit and est["per_gpu_gib"] > limit:
+        log.warning(f"{line}: more than the {limit:.1f} GiB {where}; raise train.num_workers or use LoRA")
+    else:
+        log.info(line)
+    return {"training": {"zero3_estimate": est, "device_memory_gib": limit}}
+
+
+def _device_memory_gib(cfg: CSTConfig) -> tuple[float, str]:
+    """The memory one training GPU has: `train.gpu_memory_gb`, else the first visible GPU's."""
+    if cfg.train.gpu_memory_gb:
+        return float(cfg.train.gpu_memory_gb), "of train.gpu_memory_gb"
+    if cfg.train.use_gpu:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 2**30, "this machine's GPU has"
+    return 0.0, ""
 
 
 def _eval(cfg: CSTConfig, models: dict) -> dict:

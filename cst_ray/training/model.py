@@ -57,8 +57,9 @@ def apply_lora(model, lora: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    targets = "all-linear" if list(lora.target_modules) == ["all-linear"] else list(lora.target_modules)
     pcfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+                          target_modules=targets, task_type="CAUSAL_LM")
     return get_peft_model(model, pcfg)
 
 
