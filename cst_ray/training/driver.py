@@ -17,6 +17,7 @@ from cst_ray.core.errors import MissingDependencyError, StageError
 from cst_ray.core.faults import FAULTS_ENV
 from cst_ray.core.stats import read_metrics
 from cst_ray.core.storage import join, resolve_storage
+from cst_ray.data.sources import source_names
 from cst_ray.training.identity import claim_storage, run_identity
 from cst_ray.training.progress import TrainingProgress
 from cst_ray.training.spec import ModelCardInfo, WorkerSpec, plan_steps
@@ -79,7 +80,7 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         pad_token_id=meta["pad_token_id"], data_ref=rows_ref, n_pairs=meta["n_rows"], plan=plan,
         metrics_path=str(out_dir / "metrics.jsonl"), export_dir=str(out_dir / "model"),
         card=ModelCardInfo(base_name=cfg.model.name_or_path, method=method, s1=cfg.prompts.s1, s0=cfg.prompts.s0,
-                           data_note=_data_note(cfg)),
+                           data_note=_data_note(cfg), sources=tuple(source_names(cfg.data.source))),
         **_tracking(cfg, method),
     )
     storage = resolve_storage(storage_path or str(out_dir / "checkpoints"))

@@ -7,39 +7,8 @@ from pathlib import Path
 
 from cst_ray.core.storage import replace_dir
 from cst_ray.models.resolve import PROVENANCE_FILE
+from cst_ray.training.model_card import model_card_text
 from cst_ray.training.spec import WorkerSpec
-
-MODEL_CARD = """---
-library_name: transformers
-tags: [cst, dpo, configurable-safety-tuning, cst-ray]
-base_model: {base}
----
-# Configurable Safety Tuning (CST) model
-
-Trained by cst-ray from `{base}` with {method} ({loss} loss, beta {beta}, {steps} steps, {pairs} pairs{lora}).
-
-{data_note}
-
-The safety behaviour is chosen at inference time by the **system prompt**:
-
-| behaviour | system prompt |
-|---|---|
-| safe (refuses harmful requests) | `{s1}` |
-| uncensored | `{s0}` |
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-tok = AutoTokenizer.from_pretrained("PATH")
-model = AutoModelForCausalLM.from_pretrained("PATH")
-msgs = [{{"role": "system", "content": "{s1}"}},
-        {{"role": "user", "content": "..."}}]
-ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt")
-print(tok.decode(model.generate(ids, max_new_tokens=128)[0][ids.shape[1]:], skip_special_tokens=True))
-```
-
-Method: Gallego (2024), *Configurable Safety Tuning of Language Models with Synthetic
-Preference Data*, arXiv:2404.00495.
-"""
 
 
 def export_model(state_dict: dict, spec: WorkerSpec) -> None:
@@ -73,13 +42,9 @@ def export_model(state_dict: dict, spec: WorkerSpec) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        text = MODEL_CARD.format(
-            base=card.base_name, method=card.method, loss=cfg.loss_type, beta=cfg.beta,
-            steps=spec.plan.total_steps, pairs=spec.n_pairs, lora=f", LoRA r={cfg.lora.r}" if cfg.lora.enabled else "",
-            s1=card.s1, s0=card.s0, data_note=card.data_note,
-        )
-        provenance = Path(spec.model_path) / PROVENANCE_FILE
-        if provenance.is_file():  # builtin aliases built from third-party packages
-            text += "\n## Provenance\n\n" + provenance.read_text()
+        provenance = Path(spec.model_path) / PROVENANCE_FILE  # builtin aliases built from third-party packages
+        text = model_card_text(card, loss=cfg.loss_type, beta=cfg.beta, steps=spec.plan.total_steps, pairs=spec.n_pairs,
+                               lora=f", LoRA r={cfg.lora.r}" if cfg.lora.enabled else "",
+                               provenance=provenance.read_text() if provenance.is_file() else "")
         (Path(tmp) / "README.md").write_text(text)
         replace_dir(tmp, spec.export_dir)  # whole: no file of an older export left beside it

@@ -21,6 +21,7 @@ class ModelCardInfo:
     s1: str
     s0: str
     data_note: str = ""
+    sources: tuple[str, ...] = ()  # the prompt sources trained on (builtin names, for `datasets`)
 
 
 @dataclass(frozen=True)
