@@ -53,7 +53,15 @@ def _child(model_path: str) -> dict:
     except Exception as e:  # noqa: BLE001 - reported to the test
         bad_error = type(e).__name__ + ": " + str(e)[:200]
     after = engine.chat(_convs("after", 2))
-    return {"step_threads": sorted(set(steps)), "engine_thread": engine._thread.native_id,
+    step_threads = sorted(set(steps))  # before LLM.chat below steps the engine from this thread
+    from vllm import SamplingParams
+
+    from cst_ray.engines.vllm import _ENGINE_TURN
+
+    with _ENGINE_TURN:  # the engine thread is idle (nothing queued): LLM.chat steps it from here
+        via_chat = [o.outputs[0].text for o in engine.llm.chat(calls["a"], SamplingParams(temperature=0.0, max_tokens=8),
+                                                               use_tqdm=False)]
+    return {"via_llm_chat": via_chat, "step_threads": step_threads, "engine_thread": engine._thread.native_id,
             "caller_thread": threading.get_native_id(), "alone": alone, "together": together,
             "bad_error": bad_error, "after": len(after)}
 
@@ -79,6 +87,12 @@ def test_concurrent_callers_share_the_engine_thread(report):
         assert all(n > 0 for _, n in together)
 
 
+def test_public_api_requests_answer_as_llm_chat_does(report):
+    """Requests go in through vLLM's public API (tokenizer + llm_engine.add_request): greedy, they
+    answer exactly as vLLM's own LLM.chat renders and answers the same conversations."""
+    assert [text for text, _ in report["alone"]["a"]] == report["via_llm_chat"]
+
+
 def test_a_bad_request_fails_only_its_own_call(report):
     assert "512" in report["bad_error"] or "max_model_len" in report["bad_error"], report["bad_error"]
     assert report["after"] == 2
@@ -88,15 +102,17 @@ if __name__ == "__main__":
     print("REPORT " + json.dumps(_child(sys.argv[1])), flush=True)
 
 
-def test_private_vllm_call_still_has_the_signature_we_use():
-    """`engines.vllm.add_chat_requests` calls vLLM's private `LLM._add_chat_requests`: a vLLM
-    upgrade that renames it or its arguments must fail here, not inside a generation run."""
-    code = ("import inspect, json, vllm; "
-            "print(json.dumps(list(inspect.signature(vllm.LLM._add_chat_requests).parameters)))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    params = json.loads(res.stdout.strip().splitlines()[-1])
-    assert params[:3] == ["self", "messages", "params"] and "use_tqdm" in params, params  # positional as we call it
+def test_no_private_vllm_attribute_is_used():
+    """issue 30: cst_ray reaches vLLM through its public API only, so an upgrade that renames a
+    private method cannot break generation."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "cst_ray"
+    private = re.compile(r"\b(?:llm|llm_engine|engine|vllm)\.(_[a-z]\w*)")
+    vllm_files = [f for f in root.rglob("*.py") if "import vllm" in f.read_text() or "from vllm" in f.read_text()]
+    assert any(f.name == "vllm.py" for f in vllm_files)
+    found = [(str(f.relative_to(root)), m.group(0)) for f in vllm_files for m in private.finditer(f.read_text())]
+    assert found == [], found
 
 
 def test_a_dead_engine_thread_fails_the_waiting_call_instead_of_hanging():

@@ -251,6 +251,8 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(0 < e.gpu_memory_utilization <= 1, "generation.engine.gpu_memory_utilization", "must be in (0, 1]")
     need(cfg.eval.temperature >= 0, "eval.temperature", "must be >= 0")
     need(cfg.eval.benign_limit >= 0, "eval.benign_limit", "must be >= 0")
+    need(not cfg.model.chat_template or Path(cfg.model.chat_template).expanduser().is_file(), "model.chat_template",
+         f"file not found: {cfg.model.chat_template}")
     need(cfg.train.lora.r >= 1, "train.lora.r", "must be >= 1")
     need(bool(cfg.train.lora.target_modules), "train.lora.target_modules", "is empty: name modules, or [all-linear]")
     need(cfg.train.gpu_memory_gb >= 0, "train.gpu_memory_gb", "must be >= 0 (0 = the visible GPU's)")

@@ -24,6 +24,9 @@ class ModelConfig:
     # Where converted builtin models are cached. Env CST_RAY_CACHE overrides the default.
     cache_dir: str = ""
     trust_remote_code: bool = False
+    # A Jinja chat template file for a model that has none (a base model) or whose own one does
+    # not suit (a local folder or alias; the model is used through a cached view with this template)
+    chat_template: str = ""
 
 
 @dataclass

@@ -7,6 +7,7 @@ import threading
 from cst_ray.config.schema import EngineConfig
 from cst_ray.core.precision import resolve_dtype
 from cst_ray.engines.base import Completion, Engine, has_cuda
+from cst_ray.models.chat import chat_text
 
 
 class HFEngine(Engine):
@@ -46,7 +47,7 @@ class HFEngine(Engine):
         bs = self.cfg.hf_batch_size
         for start in range(0, len(conversations), bs):
             chunk = conversations[start : start + bs]
-            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
+            texts = [chat_text(self.tokenizer, c, add_generation_prompt=True) for c in chunk]
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
                               repetition_penalty=self.cfg.repetition_penalty)

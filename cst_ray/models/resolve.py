@@ -186,7 +186,7 @@ def _has_chat_template(p: Path) -> bool:
         return False
 
 
-def _folder_problem(p: Path) -> str:
+def _folder_problem(p: Path, template_given: bool = False) -> str:
     """What keeps folder `p` from being a chat model folder ("" = nothing)."""
     try:
         config = json.loads((p / "config.json").read_text())
@@ -200,12 +200,13 @@ def _folder_problem(p: Path) -> str:
         return "has no weights (*.safetensors or pytorch_model*.bin)"
     if not any((p / f).is_file() for f in _TOKENIZER_FILES):
         return "has no tokenizer (tokenizer.json, tokenizer.model or vocab.json)"
-    if not _has_chat_template(p):
-        return "has a tokenizer without a chat template (chat_template.jinja or tokenizer_config.json)"
+    if not template_given and not _has_chat_template(p):
+        return ("has a tokenizer without a chat template (chat_template.jinja or tokenizer_config.json); "
+                "give one as a Jinja file with model.chat_template")
     return ""
 
 
-def check_model(name: str, key: str = "model.name_or_path") -> str:
+def check_model(name: str, key: str = "model.name_or_path", chat_template: str = "") -> str:
     """-> "alias", "folder" or "hub" for a model value; anything else is a ConfigError naming
     the value and `key`. Builds nothing and downloads nothing."""
     if name in _BUILDERS:
@@ -216,7 +217,7 @@ def check_model(name: str, key: str = "model.name_or_path") -> str:
         return "hub"
     p = Path(name).expanduser()
     if p.is_dir():
-        problem = _folder_problem(p)
+        problem = _folder_problem(p, template_given=bool(chat_template))
         if problem:
             raise ConfigError(f"model folder {p} {problem}", key=key)
         return "folder"
@@ -230,12 +231,42 @@ def check_model(name: str, key: str = "model.name_or_path") -> str:
 def resolve_model(cfg: ModelConfig, key: str = "model.name_or_path") -> str:
     """Return a path or hub id for `cfg.name_or_path`, building builtin aliases once."""
     name = cfg.name_or_path
-    kind = check_model(name, key)
+    kind = check_model(name, key, cfg.chat_template)
     if kind == "hub":
+        if cfg.chat_template:
+            raise ConfigError("a chat template file needs a local folder or a builtin alias, not a hub id",
+                              key="model.chat_template")
         return name[len(HUB_PREFIX):]
-    if kind == "folder":
-        return str(Path(name).expanduser().resolve())
-    return _build_alias(cfg, name)
+    path = str(Path(name).expanduser().resolve()) if kind == "folder" else _build_alias(cfg, name)
+    return with_chat_template(cfg, path) if cfg.chat_template else path
+
+
+def with_chat_template(cfg: ModelConfig, path: str) -> str:
+    """A cached view of model folder `path` with the Jinja template of `cfg.chat_template`: links
+    to its files, and its own chat_template.jinja (which transformers and vLLM read first)."""
+    import hashlib
+
+    template = Path(cfg.chat_template).expanduser().read_text()
+    digest = hashlib.sha256(f"{path}\0{template}".encode()).hexdigest()[:16]
+    view = cache_root(cfg) / "with-template" / f"{Path(path).name}-{digest}"
+    if (view / _DONE).exists():
+        return str(view)
+    with file_lock(cache_root(cfg) / f".with-template-{digest}.lock"):
+        if not (view / _DONE).exists():
+            view.mkdir(parents=True, exist_ok=True)
+            for f in Path(path).iterdir():
+                target = view / f.name
+                if f.name in ("chat_template.jinja", "chat_template.json", _DONE) or target.exists():
+                    continue
+                if f.name == "tokenizer_config.json":  # without an inline template of its own
+                    tc = json.loads(f.read_text())
+                    tc.pop("chat_template", None)
+                    target.write_text(json.dumps(tc, indent=2))
+                else:
+                    target.symlink_to(f.resolve())
+            (view / "chat_template.jinja").write_text(template)
+            (view / _DONE).write_text("ok\n")
+    return str(view)
 
 
 def local_model_folder(cfg: ModelConfig) -> str | None:

@@ -42,7 +42,7 @@ def check_inputs(cfg: CSTConfig, command: str) -> dict:
         value = cfg.run_uri if key == "run_uri" else cfg.train.storage_path
         if value and "://" not in value:
             summary[key] = check_writable_dir(value, key)
-    summary["models"] = {"model.name_or_path": check_model(cfg.model.name_or_path)}
+    summary["models"] = {"model.name_or_path": check_model(cfg.model.name_or_path, chat_template=cfg.model.chat_template)}
     if command in ("run", "experiment", "check"):  # stages made with other settings: redo or stop, now
         summary["stages_to_redo"] = check_stages_redoable(cfg, ("prompts", *STAGES))
     elif command in STAGES:  # a stage alone keeps the same contract (stages/runner.py: run_stage)

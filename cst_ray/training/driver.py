@@ -24,6 +24,8 @@ from cst_ray.training.spec import ModelCardInfo, WorkerSpec, plan_steps
 from cst_ray.training.tokenize import tokenize_pairs
 
 RUN_NAME = "ray_train"
+FOLDED_NOTE = ("\n\nThis model's chat template has no system role: in training (and in generation) the system "
+               "prompt was folded into the first user turn, \"<system prompt>\\n\\n<request>\"; use it the same way.")
 
 
 def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code: bool, max_length: int,
@@ -38,9 +40,12 @@ def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     rows, tstats = tokenize_pairs(tok, pairs, max_length=max_length, min_response_tokens=min_response_tokens)
+    from cst_ray.models.chat import folds_system
+
     missing = [r["id"] for r in rows if "ref_chosen_logps" not in r or "ref_rejected_logps" not in r]
     # a count and the first id, not every id: without precomputed references that is every row
     return rows, {"stats": tstats.as_dict(), "pad_token_id": tok.pad_token_id, "n_rows": len(rows),
+                  "system_folded": folds_system(tok),
                   "missing_reference": len(missing), "first_missing_reference": missing[0] if missing else ""}
 
 
@@ -80,7 +85,8 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         pad_token_id=meta["pad_token_id"], data_ref=rows_ref, n_pairs=meta["n_rows"], plan=plan,
         metrics_path=str(out_dir / "metrics.jsonl"), export_dir=str(out_dir / "model"),
         card=ModelCardInfo(base_name=cfg.model.name_or_path, method=method, s1=cfg.prompts.s1, s0=cfg.prompts.s0,
-                           data_note=_data_note(cfg), sources=tuple(source_names(cfg.data.source))),
+                           data_note=_data_note(cfg) + (FOLDED_NOTE if meta["system_folded"] else ""),
+                           sources=tuple(source_names(cfg.data.source))),
         **_tracking(cfg, method),
     )
     storage = resolve_storage(storage_path or str(out_dir / "checkpoints"))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cst_ray.models.chat import chat_text
+
 ELLIPSIS = " [...] "
 
 
@@ -46,18 +48,21 @@ class TokenizeStats:
         }
 
 
+class NotAPrefixError(ValueError):
+    """The template renders the prompt differently once an answer follows it."""
+
+
 def _render_prompt(tok, system: str, user: str) -> list[int]:
     msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return tok(text, add_special_tokens=False)["input_ids"]
+    return tok(chat_text(tok, msgs, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
 
 
 def _render_response(tok, system: str, user: str, response: str) -> list[int]:
     msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    prompt_text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    full_text = tok.apply_chat_template(msgs + [{"role": "assistant", "content": response}], tokenize=False)
+    prompt_text = chat_text(tok, msgs, add_generation_prompt=True)
+    full_text = chat_text(tok, msgs + [{"role": "assistant", "content": response}], add_generation_prompt=False)
     if not full_text.startswith(prompt_text):
-        raise ValueError("chat template does not render the prompt as a prefix of the full conversation")
+        raise NotAPrefixError("the chat template does not render the prompt as a prefix of prompt + answer")
     ids = tok(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
     if tok.eos_token_id is not None and tok.eos_token_id not in ids:
         ids = ids + [tok.eos_token_id]  # templates without an end-of-turn token
@@ -118,8 +123,13 @@ def tokenize_pairs(tok, rows: list[dict], *, max_length: int, min_response_token
     stats = TokenizeStats()
     out = []
     for row in rows:
-        t = tokenize_pair(tok, row["system"], row["prompt"], row["chosen"], row["rejected"],
-                          max_length=max_length, min_response_tokens=min_response_tokens, stats=stats)
+        try:
+            t = tokenize_pair(tok, row["system"], row["prompt"], row["chosen"], row["rejected"],
+                              max_length=max_length, min_response_tokens=min_response_tokens, stats=stats)
+        except NotAPrefixError as e:
+            raise NotAPrefixError(f"{getattr(tok, 'name_or_path', 'the model')}, pair {row['id']}: {e}; such a template "
+                                  f"cannot mask the prompt out of the loss (set model.chat_template to one that "
+                                  f"renders the prompt unchanged)") from None
         if t is None:
             continue
         t["id"] = row["id"]
