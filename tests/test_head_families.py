@@ -96,3 +96,20 @@ def test_packed_rows_apply_the_same_head(family):
     got, _ = PolicyLogProbs(model, chunk=5, packed=True)(packed, loss_mask=torch.cat(masks)[None], position_ids=pos,
                                                          segments=(0, len(rows[0]), len(rows[0]) + len(rows[1])))
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (family, got, want)
+
+
+def test_a_head_the_fused_path_does_not_reproduce_is_refused():
+    """Never silently wrong: a config key that changes the logits in a way the fused path does not
+    apply (Falcon-H1's lm_head_multiplier, MiniCPM's width scaling) stops training, naming it."""
+    model = _model("llama")
+    model.config.lm_head_multiplier = 0.5
+    with pytest.raises(ValueError, match="model family 'llama' has config lm_head_multiplier"):
+        PolicyLogProbs(model)
+    model = _model("llama")
+    model.lm_head = torch.nn.Sequential(model.lm_head)  # not a linear layer
+
+    class Wrapped(torch.nn.Module):
+        pass
+    model.get_output_embeddings = lambda: Wrapped()
+    with pytest.raises(ValueError, match="an output head of type Wrapped"):
+        PolicyLogProbs(model)

@@ -104,11 +104,16 @@ def _training(cfg: CSTConfig, models: dict) -> dict:
     A hub model or an alias not built yet is checked when the train stage loads it."""
     from cst_ray.models.inspect import check_lora_targets, meta_model, zero3_memory_estimate
     from cst_ray.models.resolve import local_model_folder
+    from cst_ray.training.logprobs import check_head_supported
 
     folder = local_model_folder(cfg.model)
     if folder is None:
         return {"training": "model not on this machine yet: checked when it is loaded"}
     model = meta_model(folder, cfg.model.trust_remote_code)
+    try:
+        check_head_supported(model)
+    except ValueError as e:
+        raise ConfigError(str(e), key="model.name_or_path") from None
     if cfg.train.lora.enabled:
         check_lora_targets(model, cfg.train.lora.target_modules, cfg.model.name_or_path)
     est = zero3_memory_estimate(model, cfg.train.num_workers)

@@ -39,6 +39,28 @@ def head_transform(model: nn.Module) -> HeadTransform:
     return HeadTransform(scale=scale, softcap=float(getattr(cfg, "final_logit_softcapping", None) or 0.0))
 
 
+# Config keys of heads the fused path does not reproduce (the model multiplies or caps its logits in
+# a way `head_transform` does not know): such a model is refused, never trained on wrong log-probs.
+UNSUPPORTED_HEAD_KEYS = ("lm_head_multiplier", "output_multiplier", "output_logits_scale", "logits_soft_cap",
+                         "dim_model_base", "mup_width_multiplier", "width_multiplier")
+
+
+def check_head_supported(model: nn.Module) -> None:
+    """ValueError naming the family when the model's output head is not one the fused path
+    applies exactly: a linear layer (with or without bias), `logit_scale`, `logits_scaling`,
+    `final_logit_softcapping`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    cfg = getattr(base, "config", None)
+    family = getattr(cfg, "model_type", type(base).__name__)
+    text_cfg = getattr(cfg, "text_config", None) or cfg
+    found = [k for k in UNSUPPORTED_HEAD_KEYS if getattr(text_cfg, k, None) not in (None, 1, 1.0)]
+    if not isinstance(head, nn.Linear) or found:
+        what = f"config {', '.join(found)}" if found else f"an output head of type {type(head).__name__}"
+        raise ValueError(f"model family {family!r} has {what}, which cst-ray's fused log-prob path does not "
+                         f"reproduce; refusing to train on log-probs other than the model's own")
+
+
 def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, head: HeadTransform,
             acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """-> (the head's logits in `acc`, tanh of the capped argument or None): [chunk, V]."""
@@ -151,6 +173,7 @@ class PolicyLogProbs(nn.Module):
             from cst_ray.training.packing import enable_packed_attention
 
             enable_packed_attention(model)
+        check_head_supported(model)
         _, head = _decoder_and_head(model)
         self.head = head_transform(model)
         self._zero3_registered = False
