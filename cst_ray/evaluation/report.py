@@ -292,3 +292,52 @@ def _to_html(md: str, title: str = "CST experiment") -> str:
             "img{max-width:100%;height:auto}code{background:#f4f4f4;padding:0 2px}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>" \
            f"</head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+
+
+def policy_heatmap(models: dict, path: Path) -> None:
+    """The share refused per (wording, category), one panel per model, base beside tuned; a cell's
+    label is that share and what the policy asks there (R = refuse, A = answer)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cats = sorted({c for m in models.values() for cells in m["cells"].values() for c in cells})
+    wordings = list(next(iter(models.values()))["cells"])
+    fig, axes = plt.subplots(1, len(models), figsize=(min(11.0, 1.2 + 2.6 * len(models) + 0.5 * len(cats)),
+                                                      1.2 + 0.45 * len(wordings)), squeeze=False)
+    for ax, (name, m) in zip(axes[0], models.items()):
+        grid = np.full((len(wordings), len(cats)), np.nan)
+        for i, v in enumerate(wordings):
+            for j, c in enumerate(cats):
+                cell = m["cells"].get(v, {}).get(c)
+                if cell:
+                    grid[i, j] = cell["refused"]["value"]
+                    ax.text(j, i, f"{grid[i, j]:.2f}\n{cell['behaviour'][0].upper()}", ha="center", va="center",
+                            fontsize=6)
+        ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+        ax.set_xticks(range(len(cats)), [c[:14] for c in cats], rotation=45, ha="right", fontsize=6)
+        ax.set_yticks(range(len(wordings)), wordings, fontsize=6)
+        ax.set_title(f"{name}: share refused", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_policy_report(cfg: CSTConfig, report: dict, summary_md: str) -> dict:
+    """report.md / report.html of a `policies` run: the summary's tables, the heat map, training."""
+    run = Path(cfg.run_dir)
+    figs = run / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    policy_heatmap(report["policies"]["models"], figs / "policies.png")
+    curves = {m: read_metrics(run / "train" / m / "metrics.jsonl") for m in cfg.train.methods}
+    curves = {m: c for m, c in curves.items() if c}
+    if curves:
+        training_figure(curves, figs / "training.png")
+    md = summary_md.splitlines() + ["", "![policy matrix](figures/policies.png)", ""] + _training_section(curves)
+    md_text = "\n".join(md) + "\n"
+    atomic_write_text(run / "report.md", md_text)
+    atomic_write_text(run / "report.html", _to_html(md_text, title=md[0].lstrip("# ").replace("`", "")))
+    return {"md": str(run / "report.md"), "html": str(run / "report.html")}

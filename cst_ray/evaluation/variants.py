@@ -13,3 +13,8 @@ def eval_variants(cfg: CSTConfig) -> list[tuple[str, str]]:
 
 
 BENIGN_VARIANT = "benign_s1"  # benign questions under s1, for over-refusal
+
+
+def is_benign(variant: str) -> bool:
+    """The benign-question variants: under s1, or under a policy's first wording (`benign:<policy>`)."""
+    return variant == BENIGN_VARIANT or variant.startswith("benign:")

@@ -51,7 +51,11 @@ def parameter_counts(model) -> tuple[int, int]:
 def zero3_memory_estimate(model, num_gpus: int) -> dict:
     """DeepSpeed's own estimate of ZeRO-3 model-state memory (parameters, gradients, Adam states;
     no offload) per GPU for `num_gpus` workers on one node. Activations come on top."""
-    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's import logs to stdout, which holds a command's result
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     total, largest = parameter_counts(model)
     cpu, gpu, _ = estimate_zero3_model_states_mem_needs(total, largest, num_gpus_per_node=max(1, num_gpus),

@@ -31,14 +31,14 @@ STARTED = "inputs.json"  # a stage's settings, written when it starts (stats.jso
 _SECTIONS = {
     "prompts": ("data",),
     "generate": ("data", "model", "prompts", "generation"),
-    "pairs": ("data", "model", "prompts", "generation", "pairs"),
-    "train": ("data", "model", "prompts", "generation", "pairs", "train"),
-    "evaluate": ("data", "model", "prompts", "generation", "pairs", "train", "eval"),
+    "pairs": ("data", "model", "prompts", "generation", "pairs", "policies"),
+    "train": ("data", "model", "prompts", "generation", "pairs", "policies", "train"),
+    "evaluate": ("data", "model", "prompts", "generation", "pairs", "policies", "train", "eval"),
 }
 # Settings of how a stage runs, not of what it makes.
 _RUNTIME = ("generation.pool.", "generation.progress_interval_s", "generation.rows_per_shard",
             "train.storage_path", "train.keep_checkpoints", "train.max_failures", "train.checkpoint_every",
-            "train.threads_per_worker", "train.cpus_per_worker", "eval.aims.", "eval.examples_per_variant",
+            "train.threads_per_worker", "train.cpus_per_worker", "train.gpu_memory_gb", "eval.aims.", "eval.examples_per_variant",
             "eval.capability_", "eval.bootstrap_samples")
 
 
@@ -48,6 +48,13 @@ def stage_dir(cfg: CSTConfig, name: str) -> Path:
 
 def use_gpu(cfg: CSTConfig) -> bool:
     return cfg.generation.pool.num_gpus > 0
+
+
+def _defaults() -> dict:
+    """Every setting's default, flattened: what a key absent from an older stage's record meant."""
+    from cst_ray.config.schema import CSTConfig as _Defaults
+
+    return _flatten(json.loads(json.dumps(to_dict(_Defaults()))))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -73,7 +80,11 @@ def write_stage_stats(cfg: CSTConfig, name: str, stats: dict) -> None:
 
 
 def _differences(saved: dict, now: dict) -> str:
-    changed = sorted(k for k in now.keys() | saved.keys() if now.get(k) != saved.get(k))
+    """The keys whose values differ; a key the saved record lacks (a setting added by a newer
+    cst-ray) differs only when its value now is not its default."""
+    defaults = _defaults()
+    changed = sorted(k for k in now.keys() | saved.keys() if now.get(k) != saved.get(k)
+                     and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
     shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
     return shown + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
 

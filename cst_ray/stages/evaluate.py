@@ -21,7 +21,7 @@ from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.dataio.shards import read_shards
 from cst_ray.evaluation.audit import audit_figures
 from cst_ray.evaluation.metrics import safety_scores, wilson_share
-from cst_ray.evaluation.variants import BENIGN_VARIANT, eval_variants
+from cst_ray.evaluation.variants import BENIGN_VARIANT, eval_variants, is_benign
 from cst_ray.models.resolve import resolve_model
 from cst_ray.stages.common import stage_dir, use_gpu, write_stage_stats
 from cst_ray.stages.prompts import prepare_prompts
@@ -103,7 +103,7 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
                          + (f"; all {seen} were training prompts of the pairs" if seen else ""))
     models = models or _models_to_evaluate(cfg)
     benign = benign_prompts(cfg)
-    unseen, unseen_seen = drop_seen_in_training(cfg, unseen_prompts(cfg))
+    unseen, unseen_seen = drop_seen_in_training(cfg, unseen_prompts(cfg)) if not cfg.policies else ([], 0)
     table = _eval_table(cfg, held, benign, unseen)
     init_ray(cfg.ray)
     judge = _build_eval_judge(cfg)
@@ -112,11 +112,15 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
         answers, gen_stats[name] = _answer(cfg, name, path, table, out / "responses" / name)
         labelled, n_harmful = _label(judge, answers)
         atomic_write_table(pa.Table.from_pylist(labelled), out / f"labelled_{name}.parquet")
+        if cfg.policies:
+            per_model[name] = _policy_score(cfg, name, labelled, table)
+            continue
         per_model[name] = _score(cfg, labelled, n_harmful, benign=bool(benign))
         log.info(f"evaluate[{name}]: " + "  ".join(f"{k}={s.fmt()}" for k, s in per_model[name]["scores"].items())
                  + (f"  over_refusal={per_model[name]['over_refusal'].fmt()}" if benign else "")
                  + "".join(f"  unseen_source_{k}={v.fmt()}" for k, v in per_model[name].get("unseen", {}).items()))
-    report = _report(cfg, judge, held, seen, per_model, benign=bool(benign))
+    report = (_policy_report(cfg, held, seen, per_model) if cfg.policies
+              else _report(cfg, judge, held, seen, per_model, benign=bool(benign)))
     if unseen:
         report["unseen_source"] = {"sources": list(cfg.eval.unseen_sources), "n": len(unseen),
                                    "dropped_seen_in_training": unseen_seen,
@@ -139,6 +143,8 @@ def _models_to_evaluate(cfg: CSTConfig) -> dict[str, str]:
 
 def _eval_table(cfg: CSTConfig, held: list[dict], benign: list[dict], unseen: list[dict] = ()) -> pa.Table:
     """One row per (held-out prompt, variant), plus the benign questions under s1."""
+    if cfg.policies:
+        return _policy_table(cfg, held, benign)
     rows = [dict(id=f"{p['id']}:{name}", prompt_id=p["id"], variant=name, system=system, prompt=p["prompt"])
             for p in held for name, system in eval_variants(cfg)]
     rows += [dict(id=f"{p['id']}:{UNSEEN}{name}", prompt_id=p["id"], variant=f"{UNSEEN}{name}", system=system,
@@ -146,6 +152,20 @@ def _eval_table(cfg: CSTConfig, held: list[dict], benign: list[dict], unseen: li
                                                                             ("s0", cfg.prompts.s0))]
     rows += [dict(id=f"{p['id']}:{BENIGN_VARIANT}", prompt_id=p["id"], variant=BENIGN_VARIANT,
                   system=cfg.prompts.s1, prompt=p["prompt"]) for p in benign]
+    return pa.Table.from_pylist(rows)
+
+
+def _policy_table(cfg: CSTConfig, held: list[dict], benign: list[dict]) -> pa.Table:
+    """`policies`: each held-out prompt under each policy's wordings (trained and unseen), with its
+    category; the benign questions under each policy's first wording (`benign:<policy>`)."""
+    from cst_ray.data.policies import policy_wordings
+    from cst_ray.data.sources import source_category
+
+    rows = [dict(id=f"{p['id']}:{variant}", prompt_id=p["id"], variant=variant, system=system, prompt=p["prompt"],
+                 category=p.get("category") or source_category(p.get("source", "")))
+            for p in held for variant, _, system in policy_wordings(cfg.policies)]
+    rows += [dict(id=f"{p['id']}:benign:{pol.name}", prompt_id=p["id"], variant=f"benign:{pol.name}",
+                  system=pol.prompts[0], prompt=p["prompt"], category="") for p in benign for pol in cfg.policies]
     return pa.Table.from_pylist(rows)
 
 
@@ -174,8 +194,8 @@ def _label(judge, answers: list[dict]) -> tuple[list[dict], int]:
     """Answers with the judge's verdict and the text flags; harmful first, then benign.
     A degenerate answer (repetition) gives no help: never counted unsafe, reported apart.
     -> (labelled rows, number of harmful rows)."""
-    harmful = [a for a in answers if a["variant"] != BENIGN_VARIANT]
-    benign = [a for a in answers if a["variant"] == BENIGN_VARIANT]
+    harmful = [a for a in answers if not is_benign(a["variant"])]
+    benign = [a for a in answers if is_benign(a["variant"])]
     verdicts = judge.judge([a["prompt"] for a in harmful], [a["response"] for a in harmful])
     labelled = [dict(a, **_flags(a["response"])) for a in harmful + benign]
     for r, v in zip(labelled, verdicts):
@@ -205,6 +225,30 @@ def _score(cfg: CSTConfig, labelled: list[dict], n_harmful: int, *, benign: bool
     if benign:
         out["over_refusal"] = wilson_share([r["refusal"] for r in labelled[n_harmful:]])
     return out
+
+
+def _policy_score(cfg: CSTConfig, name: str, labelled: list[dict], table: pa.Table) -> dict:
+    """One model's policy matrix (evaluation.policy_matrix), logged as adherence per wording."""
+    from cst_ray.evaluation.policy_matrix import policy_scores
+
+    category = dict(zip(table.column("id").to_pylist(), table.column("category").to_pylist()))
+    scores = policy_scores([dict(r, category=category.get(r["id"], "")) for r in labelled], cfg.policies)
+    log.info(f"evaluate[{name}]: adherence " + "  ".join(
+        f"{v}={s['value']:.2f} ({round(s['value'] * s['n'])}/{s['n']})" for v, s in scores["adherence"].items()))
+    return scores
+
+
+def _policy_report(cfg: CSTConfig, held: list[dict], seen: int, per_model: dict) -> dict:
+    """eval.json for `policies`: the matrix per model, the wordings, the judge and its audit."""
+    from cst_ray.data.policies import policy_wordings
+
+    e = cfg.eval
+    return {"judge": e.judge, "judge_audit": audit_figures(e.judge, e.judge_model, e.judge_question),
+            "held_out_prompts": len(held), "held_out_dropped_seen_in_training": seen,
+            "policies": {"wordings": {v: {"policy": n, "system": w} for v, n, w in policy_wordings(cfg.policies)},
+                         "behaviours": {p.name: {"default": p.default, "answer": p.answer, "refuse": p.refuse}
+                                        for p in cfg.policies},
+                         "models": per_model}}
 
 
 def _report(cfg: CSTConfig, judge, held: list[dict], seen: int, per_model: dict, *, benign: bool) -> dict:

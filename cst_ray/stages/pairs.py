@@ -36,7 +36,7 @@ def build_pairs(cfg: CSTConfig) -> dict:
     out = stage_dir(cfg, "pairs")
     gens = None
     if cfg.pairs.use_generated:
-        gens = read_shards(stage_dir(cfg, "generate") / "generations", columns=["id", "prompt", "y0", "y1"])
+        gens = read_shards(stage_dir(cfg, "generate") / "generations", columns=["id", "prompt_id", "prompt", "y0", "y1"])
     if gens is None and not cfg.pairs.extra_tasks:
         raise StageError(f"no generations under {stage_dir(cfg, 'generate')}; run `cst-ray generate` first")
     rows = gens.to_pylist() if gens is not None else []
@@ -52,14 +52,38 @@ def build_pairs(cfg: CSTConfig) -> dict:
     extra_dpo = [r for r in extra if not (r.get("task") == "harmless" and r["system"] != cfg.prompts.s1)]
     stats["dpo_dropped_s0_harmless_extra_rows"] = len(extra) - len(extra_dpo)
     benign, stats["benign"] = _benign_pairs(cfg, rows)
+    if cfg.policies:
+        return _write_tables(cfg, out, stats, *_policy_pairs(cfg, rows, extra, benign, stats))
     extra = extra + benign
     extra_dpo = extra_dpo + benign
     cst_pairs = mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode="cst") + extra
     if cfg.pairs.s0_augment:
         cst_pairs, stats["cst_s0_wordings"] = augment_s0(cst_pairs, s0=cfg.prompts.s0, wordings=cfg.pairs.s0_augment,
                                                          seed=cfg.data.seed)
-    tables = {"cst": to_table(cst_pairs),
-              "dpo": to_table(mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode="dpo") + extra_dpo)}
+    dpo_pairs = mirror_pairs(rows, s1=cfg.prompts.s1, s0=cfg.prompts.s0, mode="dpo") + extra_dpo
+    return _write_tables(cfg, out, stats, cst_pairs, dpo_pairs)
+
+
+def _policy_pairs(cfg: CSTConfig, rows: list[dict], extra: list[dict], benign: list[dict],
+                  stats: dict) -> tuple[list[dict], list[dict]]:
+    """`policies`: one pair per (generated row, policy), chosen by the policy's behaviour in the
+    row's category; benign pairs under every policy's first wording. The DPO baseline keeps the
+    pairs whose chosen side is the refusal (it learns to refuse whatever the system prompt)."""
+    import pyarrow.parquet as pq
+
+    from cst_ray.data.policies import compile_policy_pairs
+    from cst_ray.data.sources import source_category
+
+    prompts = pq.read_table(stage_dir(cfg, "prompts") / "train.parquet").to_pylist()
+    categories = {r["id"]: r.get("category") or source_category(r["source"]) for r in prompts}
+    compiled, stats["policy_pairs"] = compile_policy_pairs(rows, cfg.policies, categories, seed=cfg.data.seed)
+    benign_all = [dict(b, id=f"{b['id']}:{p.name}", system=p.prompts[0]) for p in cfg.policies for b in benign]
+    refusing = [c for c in compiled if c["behaviour"] == "refuse"]
+    return compiled + extra + benign_all, refusing + extra + benign_all
+
+
+def _write_tables(cfg: CSTConfig, out: Path, stats: dict, cst_pairs: list[dict], dpo_pairs: list[dict]) -> dict:
+    tables = {"cst": to_table(cst_pairs), "dpo": to_table(dpo_pairs)}
     if cfg.pairs.reference_logps:
         tables, stats["reference_logps"] = add_reference_logps(cfg, tables, out)
     for mode, table in tables.items():

@@ -77,9 +77,15 @@ def _prompts(cfg: CSTConfig, models: dict) -> dict:
 
         if storage.exists(storage.join(cfg.run_uri, "prompts", "stats.json")):
             return {"prompts": "complete at run_uri"}
-    _, stats = read_sources(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
-                            max_chars=max_prompt_chars(cfg.generation.engine.max_model_len))
-    return {"prompts": {name: st.as_dict() for name, st in stats.items()}}
+    table, stats = read_sources(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
+                                max_chars=max_prompt_chars(cfg.generation.engine.max_model_len),
+                                category_field=cfg.data.category_field)
+    out = {"prompts": {name: st.as_dict() for name, st in stats.items()}}
+    if cfg.policies:  # every category a policy names must be one the prompts carry
+        from cst_ray.data.policies import check_policy_categories
+
+        out["categories"] = check_policy_categories(cfg.policies, table.column("category").to_pylist())
+    return out
 
 
 def _generation(cfg: CSTConfig, models: dict) -> dict:

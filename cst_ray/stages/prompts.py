@@ -21,7 +21,7 @@ def prepare_prompts(cfg: CSTConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     max_chars = max_prompt_chars(cfg.generation.engine.max_model_len)  # over-long rows: skipped, counted
     table, per_source = read_sources(cfg.data.source, prompt_field=cfg.data.prompt_field, id_field=cfg.data.id_field,
-                                     max_chars=max_chars)
+                                     max_chars=max_chars, category_field=cfg.data.category_field)
     train, held = split_by_id(table, cfg.data.eval_fraction, cfg.data.seed)
     if cfg.data.limit:
         train = train.slice(0, cfg.data.limit)

@@ -88,6 +88,8 @@ def run_all(cfg: CSTConfig) -> dict:
         for done in ("prompts", name):  # prompts/ is written by whichever stage runs first
             upload_stage(cfg, done)
     report = json.loads((stage_dir(cfg, "evaluate") / "eval.json").read_text())
+    if "policies" in report:
+        return _finish_policies(cfg, report, times, reused)
     atomic_write_text(run / "summary.md", summary_markdown(cfg, report, times, reused))
     write_report(cfg, report, kind="run")  # report.md/html: scores, training, yield, examples
     for r in aims_table(cfg, report):
@@ -96,6 +98,20 @@ def run_all(cfg: CSTConfig) -> dict:
     log.info(f"summary: {run / 'summary.md'}; report: {run / 'report.md'} and {run / 'report.html'}")
     log.info(verdict_line(cfg, report))
     return report
+
+
+def _finish_policies(cfg: CSTConfig, report: dict, times: dict, reused: list[str]) -> dict:
+    """summary.md, report.md/html with the policy matrices, and the verdict on the policy aims."""
+    from cst_ray.evaluation.report import write_policy_report
+    from cst_ray.stages.policy_summary import policy_summary_markdown, policy_verdict_line
+
+    run = Path(cfg.run_dir)
+    atomic_write_text(run / "summary.md", policy_summary_markdown(cfg, report, times, reused))
+    write_policy_report(cfg, report, (run / "summary.md").read_text())
+    upload_run_files(cfg)
+    log.info(f"summary: {run / 'summary.md'}; report: {run / 'report.md'} and {run / 'report.html'}")
+    log.info(policy_verdict_line(cfg, report))
+    return {**report, "scores": {m: d["adherence"] for m, d in report["policies"]["models"].items()}}
 
 
 def run_stage(cfg: CSTConfig, name: str) -> dict:
