@@ -18,7 +18,6 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from cst_ray.config.schema import *  # noqa: F403
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import ConfigError
 

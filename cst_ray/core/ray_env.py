@@ -12,14 +12,21 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from cst_ray.config.schema import RayConfig
 from cst_ray.core.cache import cache_dir
 from cst_ray.core.log import quiet_ray_console
 
 log = logging.getLogger(__name__)
+
+
+class RaySettings(Protocol):
+    """What `init_ray` reads (config.schema.RayConfig has it; core never imports config)."""
+
+    address: str
+    num_cpus: int
+    object_store_mb: int
+    log_to_driver: bool
 
 # Ray reads this when it is imported. Set to "0" on Linux it treats the machine as one that
 # cannot join a multi-node cluster: the node IP is 127.0.0.1 and every server Ray starts (GCS,
@@ -134,7 +141,7 @@ def keep_local_ray_on_loopback() -> bool:
     return os.environ[SINGLE_NODE_ENV] == "0"
 
 
-def init_ray(cfg: RayConfig) -> None:
+def init_ray(cfg: RaySettings) -> None:
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     if not address:
         keep_local_ray_on_loopback()
