@@ -132,13 +132,17 @@ def test_a_second_run_on_one_storage_path_does_not_resume_the_first(ray_local, t
     """issue 25: two runs, one train.storage_path, other settings: the second stops before any
     worker starts, naming what differs, instead of resuming (or exporting) the first's weights."""
     from cst_ray.core.errors import StageError
+    from cst_ray.core.stats import read_metrics
+    from cst_ray.training.driver import run_training
 
-    store = tmp_path / "shared-ckpt"
+    store = str(tmp_path / "shared-ckpt")
     pairs = _pairs(4)
-    st, m = _train(tmp_path / "a", pairs, tiny_model_path, max_steps=2, storage_path=str(store))
-    assert [x["step"] for x in m] == [1, 2]
+    run_training(_cfg(tmp_path / "a", max_steps=2), pairs, model_path=tiny_model_path, out_dir=tmp_path / "a" / "out",
+                 storage_path=store)
+    assert [x["step"] for x in read_metrics(tmp_path / "a" / "out" / "metrics.jsonl")] == [1, 2]
     with pytest.raises(StageError, match=r"holds the checkpoints of another run \(it differs in: train settings\)"):
-        _train(tmp_path / "b", pairs, tiny_model_path, max_steps=2, storage_path=str(store), lr=5e-4)
+        run_training(_cfg(tmp_path / "b", max_steps=2, lr=5e-4), pairs, model_path=tiny_model_path,
+                     out_dir=tmp_path / "b" / "out", storage_path=store)
     assert not (tmp_path / "b" / "out" / "metrics.jsonl").exists()  # no step ran
 
 
