@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         from cst_ray.config.load import load_config
         from cst_ray.config.precision import resolve_auto_precision
         from cst_ray.stages import runner as stages
-        from cst_ray.stages.preflight import check_inputs
+        from cst_ray.stages.preflight import check_inputs, log_training_estimate
 
         reuse = ["stale_stages=stop"] if args.reuse else []
         cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides) + reuse)
@@ -252,12 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         checked = check_inputs(cfg, args.command)  # before Ray starts: bad input stops here
         if args.command == "check":
             log.info(precision)
+            log_training_estimate(checked)
             print(json.dumps(checked, indent=2))
             return 0
         from cst_ray.core.run_lock import run_dir_lock
 
         with run_dir_lock(cfg.run_dir):  # one driver per run directory
-            return _run_command(args, _console(cfg, args.verbose), precision, stages)
+            return _run_command(args, _console(cfg, args.verbose), precision, stages, checked)
     except CSTError as e:
         if args.debug:
             traceback.print_exc()
@@ -265,9 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run_command(args, cfg, precision: str, stages) -> int:
+def _run_command(args, cfg, precision: str, stages, checked: dict) -> int:
     """A stage command or `run` / `experiment`, under the run directory's lock."""
     log.info(precision)
+    from cst_ray.stages.preflight import log_training_estimate
+
+    log_training_estimate(checked)
     if args.command == "experiment":
         from cst_ray.experiment import run_experiment
 

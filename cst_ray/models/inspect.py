@@ -51,17 +51,34 @@ def parameter_counts(model) -> tuple[int, int]:
 def zero3_memory_estimate(model, num_gpus: int) -> dict:
     """DeepSpeed's own estimate of ZeRO-3 model-state memory (parameters, gradients, Adam states;
     no offload) per GPU for `num_gpus` workers on one node. Activations come on top."""
-    import contextlib
-    import sys
-
-    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's import logs to stdout, which holds a command's result
-        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    estimate_zero3_model_states_mem_needs = _deepspeed_estimator()
 
     total, largest = parameter_counts(model)
     cpu, gpu, _ = estimate_zero3_model_states_mem_needs(total, largest, num_gpus_per_node=max(1, num_gpus),
                                                         num_nodes=1, cpu_offload=False, cpu_offload_params=False)
     return {"parameters": total, "largest_layer_parameters": largest, "workers": max(1, num_gpus),
             "per_gpu_gib": round(gpu / 2**30, 2), "cpu_gib": round(cpu / 2**30, 2)}
+
+
+def _deepspeed_estimator():
+    """DeepSpeed's estimator, imported quietly: its import logs to stdout (which holds a command's
+    result) and, on a machine without CUDA, warns that it falls back to the CPU accelerator."""
+    import contextlib
+    import os
+    import sys
+
+    import torch
+
+    quiet = not torch.cuda.is_available() and "DS_ACCELERATOR" not in os.environ
+    if quiet:  # only for this import in this process; the training workers choose their own
+        os.environ["DS_ACCELERATOR"] = "cpu"
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    finally:
+        if quiet:
+            os.environ.pop("DS_ACCELERATOR", None)
+    return estimate_zero3_model_states_mem_needs
 
 
 def config_folder(resolved: str) -> str | None:

@@ -128,10 +128,16 @@ def _training(cfg: CSTConfig, models: dict) -> dict:
             f"{est['per_gpu_gib']:.2f} GiB per GPU")
     limit, where = _device_memory_gib(cfg)
     if limit and est["per_gpu_gib"] > limit:
-        log.warning(f"{line}: more than the {limit:.1f} GiB {where}; raise train.num_workers or use LoRA")
-    else:
-        log.info(line)
-    return {"training": {"zero3_estimate": est, "device_memory_gib": limit}}
+        line += f": more than the {limit:.1f} GiB {where}; raise train.num_workers or use LoRA"
+    return {"training": {"zero3_estimate": est, "device_memory_gib": limit, "line": line,
+                         "over": bool(limit and est["per_gpu_gib"] > limit)}}
+
+
+def log_training_estimate(summary: dict) -> None:
+    """The ZeRO-3 line of the checks, on the console after the precision line (a warning when over)."""
+    t = summary.get("training")
+    if isinstance(t, dict) and t.get("line"):
+        (log.warning if t["over"] else log.info)(t["line"])
 
 
 def _device_memory_gib(cfg: CSTConfig) -> tuple[float, str]:
