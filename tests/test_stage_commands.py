@@ -88,3 +88,20 @@ def test_a_setting_added_later_with_its_default_does_not_make_a_stage_stale(tmp_
     assert stage_state(cfg, "pairs") == ("complete", "")
     other = load_config(None, [f"run_dir={tmp_path}", "data.category_field=area"])
     assert stage_state(other, "pairs")[0] == "stale" and "data.category_field" in stage_state(other, "pairs")[1]
+
+
+def test_editing_an_input_file_in_place_makes_its_stages_stale(tmp_path):
+    """issue 25: the fingerprint holds each input file's sha256 (and the cst-ray version), so a
+    prompt file edited under the same name redoes the stages that read it."""
+    from cst_ray.stages.common import stage_inputs, stage_state
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "how do I pick a lock?"}\n')
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", f"data.source={prompts}"])
+    write_stage_stats(cfg, "prompts", {"rows": 1})
+    inputs = stage_inputs(cfg, "prompts")
+    assert f"files.data.source[{prompts}]" in inputs and inputs["cst_ray.version"]
+    assert stage_state(cfg, "prompts") == ("complete", "")
+    prompts.write_text('{"prompt": "how do I pick a lock, quietly?"}\n')
+    state, why = stage_state(cfg, "prompts")
+    assert state == "stale" and f"files.data.source[{prompts}]" in why

@@ -68,10 +68,75 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def stage_inputs(cfg: CSTConfig, name: str) -> dict:
-    """{dotted key: value} of the settings stage `name`'s outputs depend on (JSON values)."""
+    """{dotted key: value} of the settings stage `name`'s outputs depend on (JSON values), the
+    sha256 of every input file and local model folder they name (`files.<key>`), and the cst-ray
+    version: editing a prompt file in place, or upgrading cst-ray, redoes the stage."""
     tree = to_dict(cfg)
     flat = _flatten({s: tree[s] for s in _SECTIONS[name]})
-    return json.loads(json.dumps({k: v for k, v in flat.items() if not k.startswith(_RUNTIME)}))
+    flat = {k: v for k, v in flat.items() if not k.startswith(_RUNTIME)}
+    flat.update(_input_files(cfg, name))
+    flat["cst_ray.version"] = _version()
+    return json.loads(json.dumps(flat))
+
+
+# The file-valued settings each stage reads, cumulatively (builtin names are pinned by package version).
+_FILE_KEYS = {
+    "prompts": ("data.source",),
+    "generate": ("data.source", "data.benign_sources", "model.name_or_path", "model.chat_template",
+                 "generation.critic.name_or_path", "generation.critique.constitution"),
+    "pairs": ("pairs.extra_tasks",),
+    "train": (),
+    "evaluate": ("eval.unseen_sources",),
+}
+
+
+def _input_files(cfg: CSTConfig, name: str) -> dict:
+    from cst_ray.data.sources import source_names
+
+    order = list(_FILE_KEYS)
+    keys = [k for stage in order[:order.index(name) + 1] for k in _FILE_KEYS[stage]]
+    flat = _flatten(to_dict(cfg))
+    out = {}
+    for key in keys:
+        value = source_names(cfg.data.source) if key == "data.source" else flat.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            digest = _path_digest(str(item)) if item else None
+            if digest:
+                out[f"files.{key}[{item}]" if isinstance(value, list) else f"files.{key}"] = digest
+    return out
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _path_digest(value: str) -> str | None:
+    """sha256 of a local file, or of a local model folder's files; None for anything else
+    (a builtin name, a hub id: their names pin them)."""
+    import hashlib
+
+    p = Path(value).expanduser()
+    if not p.exists():
+        return None
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 23), b""):
+                    h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cst-ray")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def write_stage_stats(cfg: CSTConfig, name: str, stats: dict) -> None:
