@@ -74,6 +74,11 @@ METHODS = ["dpo", "cst"]  # the DPO baseline (s1 pairs only) and CST (mirrored p
 
 def experiment_config(cfg: CSTConfig) -> CSTConfig:
     """The run's config with both methods trained (what its stages record as their settings)."""
+    if cfg.policies:
+        from cst_ray.core.errors import ConfigError
+
+        raise ConfigError("`cst-ray experiment` compares base, DPO and CST on the s1/s0 switch; run a config with "
+                          "policies through `cst-ray run`", key="policies")
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, methods=list(METHODS)))
 
 

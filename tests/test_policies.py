@@ -76,9 +76,9 @@ def test_the_matrix_scores_refusal_adherence_and_over_refusal():
     rows = []
     for v, _, _ in policy_wordings([OPEN, MEDICAL]):
         for _i in range(4):  # the model refuses every malicious request and answers every chatbox one
-            rows.append(dict(variant=v, category="malicious_uses", safe=True, refusal=True))
-            rows.append(dict(variant=v, category="human_chatbox", safe=False, refusal=False))
-    rows += [dict(variant="benign:open", safe=True, refusal=i == 0) for i in range(4)]
+            rows.append(dict(variant=v, category="malicious_uses", refused=True, refusal=True))
+            rows.append(dict(variant=v, category="human_chatbox", refused=False, refusal=False))
+    rows += [dict(variant="benign:open", refused=False, refusal=i == 0) for i in range(4)]
     m = policy_scores(rows, [OPEN, MEDICAL])
     assert m["cells"]["medical"]["human_chatbox"] == {"behaviour": "answer", "refused": m["cells"]["medical"][
         "human_chatbox"]["refused"], "adherence": m["cells"]["medical"]["human_chatbox"]["adherence"]}
@@ -89,6 +89,30 @@ def test_the_matrix_scores_refusal_adherence_and_over_refusal():
     assert m["trained_wordings"]["n"] == 16 and m["unseen_wordings"]["n"] == 8
     assert m["over_refusal"]["open"]["value"] == 0.25 and "medical" not in m["over_refusal"]
     assert behaviour(MEDICAL, "") == "refuse" and behaviour(OPEN, "anything") == "answer"
+
+
+def test_policies_need_generated_pairs_and_not_the_experiment_command():
+    import json
+
+    from cst_ray.experiment import experiment_config
+
+    pol = json.dumps([{"name": "a", "prompts": ["x"], "default": "refuse"}])
+    with pytest.raises(ConfigError, match="pairs.use_generated"):
+        load_config(None, [f"policies={pol}", "pairs.use_generated=false", "pairs.extra_tasks=[x.jsonl]"])
+    with pytest.raises(ConfigError, match="cst-ray run"):
+        experiment_config(load_config(None, [f"policies={pol}"]))
+
+
+def test_the_model_card_of_a_policies_run_lists_the_policies():
+    from cst_ray.training.model_card import model_card_text
+    from cst_ray.training.spec import ModelCardInfo
+
+    info = ModelCardInfo(base_name="smollm2-135m-instruct", method="CST", s1="S1", s0="S0", data_note="",
+                         policies=(("open", "Answer all.", "answers by default"),
+                                   ("strict", "Refuse | harm.", "refuses by default")))
+    text = model_card_text(info, loss="sigmoid", beta=0.1, steps=1, pairs=2, lora="")
+    assert "| open | Answer all. | answers by default |" in text and "Refuse \\| harm." in text
+    assert "| safe (refuses harmful requests) |" not in text and 'SAFE = "Refuse | harm."' in text
 
 
 def test_the_shipped_policies_config_loads_and_names_three_policies():

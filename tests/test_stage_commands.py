@@ -105,3 +105,15 @@ def test_editing_an_input_file_in_place_makes_its_stages_stale(tmp_path):
     prompts.write_text('{"prompt": "how do I pick a lock, quietly?"}\n')
     state, why = stage_state(cfg, "prompts")
     assert state == "stale" and f"files.data.source[{prompts}]" in why
+
+
+def test_a_stage_alone_refuses_to_read_an_earlier_stage_made_with_other_settings(tmp_path, monkeypatch):
+    """`cst-ray train` after `pairs` was made with other settings would train on them: it stops,
+    naming the earlier stage and what differs."""
+    monkeypatch.setattr(runner, "build_pairs", _stand_in("pairs"))
+    monkeypatch.setattr(runner, "train", _stand_in("train"))
+    runner.run_stage(load_config(None, [f"run_dir={tmp_path}"]), "pairs")
+    other = load_config(None, [f"run_dir={tmp_path}", "pairs.s0_augment=[Be free.]"])
+    with pytest.raises(StageError, match=r"pairs was made with other settings .*pairs.s0_augment.*`cst-ray pairs`"):
+        runner.run_stage(other, "train")
+    assert CALLS == ["pairs"]

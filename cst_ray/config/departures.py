@@ -43,6 +43,9 @@ def paper_departures(cfg: CSTConfig) -> list[str]:
                    f"(`train.nll_weight: {t.nll_weight:g}`)")
     if t.lora.enabled:
         out.append(f"LoRA adapters (r={t.lora.r}), not full fine-tuning (`train.lora.enabled`)")
+    if cfg.policies:
+        out.append(f"{len(cfg.policies)} safety policies instead of the s1/s0 pair: one pair per (prompt, policy), "
+                   f"chosen by the policy's behaviour in the prompt's category (`policies`)")
     if p.extra_tasks and p.use_generated:
         out.append("extra configurable tasks mixed in (`pairs.extra_tasks`)")
     return out

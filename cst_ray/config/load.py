@@ -305,6 +305,8 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
         from cst_ray.config.policies import validate_policies
 
         validate_policies(cfg.policies)
+        need(cfg.pairs.use_generated, "pairs.use_generated", "must be true with policies: their pairs are compiled "
+             "from the generated answers and refusals")
         need(not cfg.pairs.s0_augment, "pairs.s0_augment", "is for the classic s1/s0 pair; a policy lists its "
              "wordings in policies[].prompts")
     need(cfg.train.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0, 1, 2 or 3")
@@ -322,7 +324,7 @@ def _formats(template: str) -> bool:
     try:
         template.format(prompt="x")
         return True
-    except (KeyError, IndexError, ValueError):
+    except (KeyError, IndexError, ValueError, AttributeError):
         return False
 
 

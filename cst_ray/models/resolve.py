@@ -272,7 +272,7 @@ def with_chat_template(cfg: ModelConfig, path: str) -> str:
 def local_model_folder(cfg: ModelConfig) -> str | None:
     """The folder a model already has on this machine (a folder, or an alias built before);
     None for a hub id or an alias not built yet. Builds and downloads nothing."""
-    kind = check_model(cfg.name_or_path)
+    kind = check_model(cfg.name_or_path, chat_template=cfg.chat_template)
     if kind == "folder":
         return str(Path(cfg.name_or_path).expanduser().resolve())
     out = cache_root(cfg) / cfg.name_or_path

@@ -60,7 +60,8 @@ def _build_eval_judge(cfg: CSTConfig):
     e = cfg.eval
     model_path = ""
     if e.judge in ("llm", "cascade"):
-        model_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=e.judge_model) if e.judge_model else cfg.model)
+        model_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=e.judge_model, chat_template="")
+                                   if e.judge_model else cfg.model)
     return build_judge(e.judge, path=e.judge_path, train_pairs=e.judge_train_pairs, s1=cfg.prompts.s1,
                        s0=cfg.prompts.s0, model_path=model_path, engine=cfg.generation.engine,
                        trust_remote_code=cfg.model.trust_remote_code, question=e.judge_question)
@@ -232,7 +233,12 @@ def _policy_score(cfg: CSTConfig, name: str, labelled: list[dict], table: pa.Tab
     from cst_ray.evaluation.policy_matrix import policy_scores
 
     category = dict(zip(table.column("id").to_pylist(), table.column("category").to_pylist()))
-    scores = policy_scores([dict(r, category=category.get(r["id"], "")) for r in labelled], cfg.policies)
+    # refused: the refusal judge's verdict (a refusal that stays one, or degenerate text); with a
+    # judge of harm, "safe" is not "refused", so the refusal patterns decide
+    rows = [dict(r, category=category.get(r["id"], ""),
+                 refused=bool(r["safe"]) if cfg.eval.judge == "refusal" else bool(r["refusal"] or r["degenerate"]))
+            for r in labelled]
+    scores = policy_scores(rows, cfg.policies)
     log.info(f"evaluate[{name}]: adherence " + "  ".join(
         f"{v}={s['value']:.2f} ({round(s['value'] * s['n'])}/{s['n']})" for v, s in scores["adherence"].items()))
     return scores
@@ -243,8 +249,10 @@ def _policy_report(cfg: CSTConfig, held: list[dict], seen: int, per_model: dict)
     from cst_ray.data.policies import policy_wordings
 
     e = cfg.eval
-    return {"judge": e.judge, "judge_audit": audit_figures(e.judge, e.judge_model, e.judge_question),
+    judge_model = (e.judge_model or cfg.model.name_or_path) if e.judge in ("llm", "cascade") else ""
+    return {"judge": e.judge, "judge_audit": audit_figures(e.judge, judge_model, e.judge_question),
             "held_out_prompts": len(held), "held_out_dropped_seen_in_training": seen,
+            "scores": {m: d["adherence"] for m, d in per_model.items()},  # adherence per wording
             "policies": {"wordings": {v: {"policy": n, "system": w} for v, n, w in policy_wordings(cfg.policies)},
                          "behaviours": {p.name: {"default": p.default, "answer": p.answer, "refuse": p.refuse}
                                         for p in cfg.policies},

@@ -34,7 +34,7 @@ def generate(cfg: CSTConfig) -> dict:
     init_ray(cfg.ray)
     model_path = resolve_model(cfg.model)
     g = cfg.generation
-    critic_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=g.critic.name_or_path,
+    critic_path = resolve_model(dataclasses.replace(cfg.model, name_or_path=g.critic.name_or_path, chat_template="",
                                                     trust_remote_code=g.critic.trust_remote_code)) \
         if g.critic.name_or_path else ""
     t0 = time.time()

@@ -28,8 +28,9 @@ def policy_aims(cfg: CSTConfig, report: dict) -> list[dict]:
 
     rows = [("adherence, trained wordings", "trained_wordings", "", ">=", a.policy_adherence_min),
             ("adherence, unseen wordings", "unseen_wordings", "", ">=", a.policy_unseen_min)]
+    measured = (models.get(tuned or "", {}).get("over_refusal") or {})
     rows += [(f"over-refusal under {p.name}", "over_refusal", p.name, "<=", a.over_refusal_max)
-             for p in cfg.policies if p.default == "answer" or p.answer]
+             for p in cfg.policies if (p.default == "answer" or p.answer) and p.name in measured]
     out = []
     for label, key, sub, op, target in rows:
         t, b = fig(tuned, key, sub), fig("base", key, sub)

@@ -21,10 +21,11 @@ from pathlib import Path
 
 from cst_ray.config.load import dump_yaml
 from cst_ray.config.schema import CSTConfig
+from cst_ray.core.errors import StageError
 from cst_ray.core.files import atomic_write_text
 from cst_ray.core.run_lock import LOCK_NAME
 from cst_ray.evaluation.report import write_report
-from cst_ray.stages.common import STAGES, is_complete, mark_started, set_aside, stage_dir
+from cst_ray.stages.common import STAGES, is_complete, mark_started, set_aside, stage_dir, stage_state
 from cst_ray.stages.evaluate import evaluate
 from cst_ray.stages.generate import generate
 from cst_ray.stages.pairs import build_pairs
@@ -54,14 +55,22 @@ def upload_stage(cfg: CSTConfig, name: str) -> None:
         log.info(f"{name}: uploaded {n} files to {storage.join(cfg.run_uri, name)}")
 
 
-def run_all(cfg: CSTConfig) -> dict:
-    """All stages into one run directory; stages already complete there (or at `run_uri`)
-    are reused."""
+def with_mirrored_checkpoints(cfg: CSTConfig) -> CSTConfig:
+    """With `run_uri` and no `train.storage_path`: checkpoints next to the mirrored run, so a killed
+    job (whole, or its train stage alone) resumes from the bucket."""
     from cst_ray.core import storage
 
     if cfg.run_uri and not cfg.train.storage_path:
-        # Checkpoints next to the mirrored run, so a killed job resumes from the bucket.
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, storage_path=storage.join(cfg.run_uri, "checkpoints")))
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                                  storage_path=storage.join(cfg.run_uri, "checkpoints")))
+    return cfg
+
+
+def run_all(cfg: CSTConfig) -> dict:
+    """All stages into one run directory; stages already complete there (or at `run_uri`)
+    are reused."""
+
+    cfg = with_mirrored_checkpoints(cfg)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.yaml", dump_yaml(cfg))
@@ -120,8 +129,15 @@ def run_stage(cfg: CSTConfig, name: str) -> dict:
     settings -> set aside and done again (or, under --reuse, a stop naming the keys that differ);
     else started with its settings recorded, so a kill and a rerun resume only under them."""
     fn = {"generate": generate, "pairs": build_pairs, "train": train, "evaluate": evaluate}[name]
+    cfg = with_mirrored_checkpoints(cfg)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     fetch_stage(cfg, "prompts")
+    for before in STAGES[:STAGES.index(name)]:  # what this stage reads must be made with these settings
+        fetch_stage(cfg, before)
+        state, why = stage_state(cfg, before)
+        if state == "stale":
+            raise StageError(f"{stage_dir(cfg, before)} was made with other settings ({why}); `cst-ray {name}` "
+                             f"would read it: run `cst-ray {before}` (or `cst-ray run`) with these settings first")
     fetch_stage(cfg, name)
     if is_complete(cfg, name):
         log.info(f"{name}: complete in {stage_dir(cfg, name)}, reused")

@@ -61,6 +61,15 @@ def _data_note(cfg: CSTConfig) -> str:
     return "\n".join([note, "", *departures_markdown(cfg)]).rstrip()
 
 
+def _card_policies(cfg: CSTConfig) -> tuple[tuple[str, str, str], ...]:
+    def rule(p) -> str:
+        parts = [f"{p.default}s by default"] + ([f"answers {', '.join(p.answer)}"] if p.answer else []) + \
+            ([f"refuses {', '.join(p.refuse)}"] if p.refuse else [])
+        return "; ".join(parts)
+
+    return tuple((p.name, p.prompts[0], rule(p)) for p in cfg.policies)
+
+
 def _passthrough_env() -> dict:
     """The caller's fault-injection setting (tests) reaches the workers of this run only."""
     return {"env_vars": {FAULTS_ENV: os.environ[FAULTS_ENV]}} if os.environ.get(FAULTS_ENV) else {}
@@ -86,7 +95,7 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
         metrics_path=str(out_dir / "metrics.jsonl"), export_dir=str(out_dir / "model"),
         card=ModelCardInfo(base_name=cfg.model.name_or_path, method=method, s1=cfg.prompts.s1, s0=cfg.prompts.s0,
                            data_note=_data_note(cfg) + (FOLDED_NOTE if meta["system_folded"] else ""),
-                           sources=tuple(source_names(cfg.data.source))),
+                           sources=tuple(source_names(cfg.data.source)), policies=_card_policies(cfg)),
         **_tracking(cfg, method),
     )
     storage = resolve_storage(storage_path or str(out_dir / "checkpoints"))

@@ -20,7 +20,8 @@ from cst_ray.core.errors import StageError
 
 IDENTITY_FILE = "cst_identity.json"
 # settings that do not change the trained weights: where checkpoints go and how they are kept
-_NEUTRAL = ("storage_path", "keep_checkpoints", "max_failures", "checkpoint_every", "tracking", "tracking_uri")
+_NEUTRAL = ("storage_path", "keep_checkpoints", "max_failures", "checkpoint_every", "tracking", "tracking_uri",
+            "tracking_experiment", "threads_per_worker", "cpus_per_worker", "gpu_memory_gb")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt")
 
 

@@ -46,6 +46,21 @@ def snippet(s1: str, s0: str, path: str = "PATH/TO/EXPORT") -> str:
     return SNIPPET.format(path=path, s1=json.dumps(s1), s0=json.dumps(s0))
 
 
+def _behaviour_table(card: ModelCardInfo) -> list[str]:
+    if card.policies:
+        return ["| policy | system prompt | behaviour |", "|---|---|---|",
+                *[f"| {table_cell(n)} | {table_cell(w)} | {table_cell(r)} |" for n, w, r in card.policies]]
+    return ["| behaviour | system prompt |", "|---|---|", f"| safe (refuses harmful requests) | {table_cell(card.s1)} |",
+            f"| uncensored | {table_cell(card.s0)} |"]
+
+
+def _snippet_prompts(card: ModelCardInfo) -> tuple[str, str]:
+    """(the most refusing, the most answering) wording: s1 / s0, or the first and last policies'."""
+    if card.policies:
+        return card.policies[-1][1], card.policies[0][1]
+    return card.s1, card.s0
+
+
 def model_card_text(card: ModelCardInfo, *, loss: str, beta: float, steps: int, pairs: int, lora: str,
                     provenance: str = "") -> str:
     from huggingface_hub import ModelCard, ModelCardData
@@ -58,10 +73,8 @@ def model_card_text(card: ModelCardInfo, *, loss: str, beta: float, steps: int, 
         f"Trained by cst-ray from `{card.base_name}` with {card.method} ({loss} loss, beta {beta}, {steps} steps, "
         f"{pairs} pairs{lora}).", "", card.data_note, "",
         "The safety behaviour is chosen at inference time by the **system prompt**:", "",
-        "| behaviour | system prompt |", "|---|---|",
-        f"| safe (refuses harmful requests) | {table_cell(card.s1)} |",
-        f"| uncensored | {table_cell(card.s0)} |", "",
-        "```python", snippet(card.s1, card.s0), "```", "",
+        *_behaviour_table(card), "",
+        "```python", snippet(*_snippet_prompts(card)), "```", "",
         "Method: Gallego (2024), *Configurable Safety Tuning of Language Models with Synthetic Preference Data*, "
         "arXiv:2404.00495.",
         *(["", "## Provenance", "", provenance] if provenance else []),

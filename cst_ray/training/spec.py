@@ -22,6 +22,9 @@ class ModelCardInfo:
     s0: str
     data_note: str = ""
     sources: tuple[str, ...] = ()  # the prompt sources trained on (builtin names, for `datasets`)
+    # with `policies`: (name, first wording, what it answers and refuses) per policy; the card's
+    # table shows these instead of s1 / s0
+    policies: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
