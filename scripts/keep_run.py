@@ -2,7 +2,7 @@
 
     python scripts/keep_run.py runs/default NAME [--cpu "Xeon-AMX, AVX2 approximation"]
 
-Writes `eval.json` and `summary.md` as the run wrote them, `labelled_<model>.jsonl` (every
+Writes `eval.json`, `summary.md` and `config.yaml` as the run wrote them, `labelled_<model>.jsonl` (every
 answer with its variant, system prompt, the judge's verdict and the text flags), and `run.json`
 (the CPU named as given, else as this machine reads it; precision and seeds from the run's
 config.yaml; the stages' wall times). `scripts/runs_table.py` rebuilds RESULTS.md's table from them.
@@ -35,14 +35,19 @@ def main() -> None:
     args = ap.parse_args()
     run, out = Path(args.run_dir), ROOT / "results" / "runs" / args.name
     out.mkdir(parents=True, exist_ok=True)
-    for f in ("summary.md",):
+    for f in ("summary.md", "config.yaml"):
         shutil.copy(run / f, out / f)
+    prompts = run / "prompts" / "eval.parquet"
+    category = {r["id"]: r.get("category", "") for r in pq.read_table(prompts).to_pylist()} if prompts.is_file() else {}
     shutil.copy(run / "evaluate" / "eval.json", out / "eval.json")
     for f in sorted((run / "evaluate").glob("labelled_*.parquet")):
         rows = pq.read_table(f).to_pylist()
         with open(out / f"{f.stem}.jsonl", "w") as fh:
             for r in rows:
-                fh.write(json.dumps({k: r.get(k) for k in KEEP}) + "\n")
+                row = {k: r.get(k) for k in KEEP}
+                if category:  # the harm category of the held-out prompt (policies)
+                    row["category"] = category.get(r["prompt_id"], "")
+                fh.write(json.dumps(row) + "\n")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     stats = {s: json.loads((run / s / "stats.json").read_text()) for s in ("generate", "train", "evaluate")
              if (run / s / "stats.json").is_file()}

@@ -48,7 +48,8 @@ def rows(run: Path) -> list[str]:
 def table() -> str:
     head = ["| run | CPU | precision | seed | training sources | model | S1 | S0 | S0 unseen wording | over-refusal | "
             "unseen-source S1 | unseen-source S0 |", "|" + "---|" * 12]
-    body = [r for run in sorted(p for p in RUNS.iterdir() if (p / "eval.json").is_file()) for r in rows(run)]
+    body = [r for run in sorted(p for p in RUNS.iterdir() if (p / "eval.json").is_file()
+                                and "policies" not in json.loads((p / "eval.json").read_text())) for r in rows(run)]
     return "\n".join(head + body)
 
 

@@ -21,6 +21,8 @@ def test_each_runs_scores_recompute_from_its_labelled_answers():
     assert runs
     for run in runs:
         ev = json.loads((run / "eval.json").read_text())
+        if "policies" in ev:
+            continue  # test_each_policy_runs_matrix_recomputes_from_its_labelled_answers
         for model, scores in ev["scores"].items():
             rows = [json.loads(x) for x in (run / f"labelled_{model}.jsonl").read_text().splitlines()]
             held = [r for r in rows if r["variant"] in ("s1", "s0") or r["variant"].startswith("s0_unseen")]
@@ -31,3 +33,23 @@ def test_each_runs_scores_recompute_from_its_labelled_answers():
                       if r["variant"].startswith("unseen_source:")]
             want = ev["unseen_source"]["scores"][model]
             assert {k: v.as_dict() for k, v in safety_scores(unseen).items()} == want, (run.name, model)
+
+
+def test_each_policy_runs_matrix_recomputes_from_its_labelled_answers():
+    """A `policies` run's matrix in eval.json is what its labelled answers (with each held-out
+    prompt's category) give under the policies of its config.yaml."""
+    import yaml
+
+    from cst_ray.config.load import config_from_dict
+    from cst_ray.evaluation.policy_matrix import policy_scores
+
+    runs = [p for p in (ROOT / "results" / "runs").iterdir()
+            if (p / "eval.json").is_file() and "policies" in json.loads((p / "eval.json").read_text())]
+    assert runs
+    for run in runs:
+        ev = json.loads((run / "eval.json").read_text())
+        cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+        for model, want in ev["policies"]["models"].items():
+            rows = [json.loads(x) for x in (run / f"labelled_{model}.jsonl").read_text().splitlines()]
+            got = policy_scores([dict(r, refused=r["safe"]) for r in rows], cfg.policies)
+            assert got == want, (run.name, model)

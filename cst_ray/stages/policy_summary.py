@@ -53,11 +53,12 @@ def policy_verdict_line(cfg: CSTConfig, report: dict) -> str:
         f"{r['aim']} {r['target']}: {_share(r['tuned'])} -> {'met' if r['met'] else 'NOT met'}" for r in rows) + ")"
 
 
-def _matrix_lines(model: str, m: dict) -> list[str]:
+def _matrix_lines(model: str, m: dict, order: list[str]) -> list[str]:
     cats = sorted({c for cells in m["cells"].values() for c in cells})
     lines = [f"**{model}**: share refused (what the policy asks)", "",
              "| wording | " + " | ".join(cats) + " | adherence |", "|---|" + "---|" * (len(cats) + 1)]
-    for v, cells in m["cells"].items():
+    for v in [w for w in order if w in m["cells"]]:
+        cells = m["cells"][v]
         row = [f"{_share(cells[c]['refused'])} ({cells[c]['behaviour']})" if c in cells else "-" for c in cats]
         lines.append(f"| {v} | " + " | ".join(row) + f" | {_share(m['adherence'].get(v))} |")
     return lines + [""]
@@ -80,7 +81,7 @@ def policy_summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict, reu
                      + f"; {len(p.prompts)} trained wording(s), {len(p.unseen)} unseen")
     lines += [""]
     for model, m in pol["models"].items():
-        lines += _matrix_lines(model, m)
+        lines += _matrix_lines(model, m, list(pol["wordings"]))
     lines += ["| over-refusal (benign questions refused) | " + " | ".join(pol["models"]) + " |",
               "|---|" + "---|" * len(pol["models"])]
     lines += [f"| {p.name} | " + " | ".join(_share(m["over_refusal"].get(p.name)) for m in pol["models"].values()) + " |"
