@@ -21,6 +21,8 @@ def _stand_in(name, crash=False):
         (runner.stage_dir(cfg, name) / "part.txt").write_text("made\n")
         if crash:
             raise KeyboardInterrupt("killed")  # a kill between the start and stats.json
+        if name == "evaluate":
+            (runner.stage_dir(cfg, name) / "eval.json").write_text(json.dumps({"scores": {}, "rows": 1}))
         write_stage_stats(cfg, name, {"rows": 1})
         return {"rows": 1}
     return fn
@@ -31,7 +33,8 @@ def _reset():
     CALLS.clear()
 
 
-@pytest.mark.parametrize("name, attr", [("generate", "generate"), ("pairs", "build_pairs"), ("train", "train")])
+@pytest.mark.parametrize("name, attr", [("generate", "generate"), ("pairs", "build_pairs"), ("train", "train"),
+                                        ("evaluate", "evaluate")])
 def test_each_stage_command_reuses_redoes_and_resumes_by_its_settings(tmp_path, monkeypatch, name, attr):
     cfg = load_config(None, [f"run_dir={tmp_path}"])
     other = load_config(None, [f"run_dir={tmp_path}", "generation.engine.max_new_tokens=64"])
@@ -42,7 +45,8 @@ def test_each_stage_command_reuses_redoes_and_resumes_by_its_settings(tmp_path, 
     monkeypatch.setattr(runner, attr, _stand_in(name))
     runner.run_stage(other, name)  # other settings: the half-done stage is set aside, not resumed
     assert json.loads((tmp_path / f"{name}.replaced" / STARTED).read_text())["generation.engine.max_new_tokens"] == 128
-    assert runner.run_stage(other, name) == json.loads((tmp_path / name / "stats.json").read_text())
+    done = "eval.json" if name == "evaluate" else "stats.json"  # what `cst-ray evaluate` prints from
+    assert runner.run_stage(other, name) == json.loads((tmp_path / name / done).read_text())
     assert CALLS == [name, name]  # the second call reused the complete stage
     stop = load_config(None, [f"run_dir={tmp_path}", "stale_stages=stop"])
     with pytest.raises(StageError, match=r"generation.engine.max_new_tokens: 64 -> 128"):
