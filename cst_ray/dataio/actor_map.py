@@ -72,9 +72,12 @@ def actor_compute_args(pool: ActorPoolConfig, *, tensor_parallel_size: int = 1, 
     default would instead run one call at a time through one helper thread."""
     from ray.data import ActorPoolStrategy
 
-    # A crashed actor is restarted and its batch retried `pool.max_restarts` times (Ray Data's
-    # default, -1, retries forever); the driver drops any id it has already written.
-    kwargs: dict = dict(max_restarts=pool.max_restarts, max_task_retries=pool.max_restarts,
+    # A crashed actor is restarted `pool.max_restarts` times (Ray Data's default, -1, restarts it
+    # forever, so a batch that always kills its actor would loop); then it stays dead and its batch
+    # fails. Calls are retried while the actor restarts (a lost node makes many quick attempts
+    # fail before the actor is up elsewhere), which the restart bound keeps finite. The driver
+    # drops any id it has already written.
+    kwargs: dict = dict(max_restarts=pool.max_restarts, max_task_retries=-1,
                         compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
                                                   max_concurrent_calls_per_actor=pool.batches_in_flight,
                                                   # batches wait in Ray Data's queue, not on a

@@ -36,7 +36,8 @@ def build_pairs(cfg: CSTConfig) -> dict:
     out = stage_dir(cfg, "pairs")
     gens = None
     if cfg.pairs.use_generated:
-        gens = read_shards(stage_dir(cfg, "generate") / "generations", columns=["id", "prompt_id", "prompt", "y0", "y1"])
+        columns = ["id", "prompt", "y0", "y1"] + (["prompt_id"] if cfg.policies else [])  # policies: its category
+        gens = read_shards(stage_dir(cfg, "generate") / "generations", columns=columns)
     if gens is None and not cfg.pairs.extra_tasks:
         raise StageError(f"no generations under {stage_dir(cfg, 'generate')}; run `cst-ray generate` first")
     rows = gens.to_pylist() if gens is not None else []
