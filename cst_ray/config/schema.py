@@ -139,9 +139,10 @@ class ActorPoolConfig:
     # The slowest generation rate per actor the derived bound allows for: bf16 emulated on an
     # AVX2-only EPYC measured ~4.5 generated tok/s per one-thread actor (issue 28).
     min_tokens_per_s: float = 4.0
-    # Restarts of a crashed engine actor, and retries of its batch, before the stage stops with
-    # one line naming this key (Ray Data's default is to retry forever: a batch that always
-    # crashes its actor would loop). Rows already written are kept; a re-run resumes.
+    # Restarts of a crashed engine actor before the stage stops with one line naming this key
+    # (Ray Data's default restarts it forever: a batch that always crashes its actor would loop).
+    # Its calls are retried while it restarts (a lost node). Rows already written are kept; a
+    # re-run resumes.
     max_restarts: int = 3
 
 
