@@ -65,3 +65,27 @@ def atomic_write_table(table, path: str | Path) -> None:
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def path_sha256(path: str | Path, suffixes: tuple[str, ...] = ()) -> str:
+    """sha256 over a file, or over a folder's files (names and bytes, sorted; hidden files and,
+    with `suffixes`, files of other types left out). Cached per process by name, size and mtime,
+    so a model folder is read once however many fingerprints ask."""
+    import hashlib
+
+    p = Path(path).expanduser()
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                                           and (not suffixes or f.suffix in suffixes))
+    key = (suffixes, *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 23), b""):
+                    h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]

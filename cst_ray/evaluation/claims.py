@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cst_ray.evaluation.metrics import share_text as _share
 from cst_ray.evaluation.metrics import wilson_interval
 
 SAFETY_WORDS_MIN_BA = 0.85
@@ -71,11 +72,6 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float,
 
 def _k(cell: dict) -> int:
     return round(cell["value"] * cell["n"])
-
-
-def _share(cell: dict) -> str:
-    lo, hi = cell["ci95"]
-    return f"{cell['value']:.2f} [{lo:.2f}, {hi:.2f}] ({_k(cell)}/{cell['n']})"
 
 
 def switch_verdict(scores: dict, tuned: str | None, s0_min: float, names: ScoreNames) -> str:

@@ -153,3 +153,12 @@ def bootstrap_balanced_accuracy(gold: list[bool], pred: list[bool], samples: int
     values = np.nanmean(np.stack([r_safe, r_unsafe]), axis=0)                      # (S,)
     lo, hi = np.percentile(values, [2.5, 97.5])
     return _balanced_accuracy(*_confusion(list(g), list(p))), float(lo), float(hi)
+
+
+def share_text(cell: dict | None) -> str:
+    """'0.90 (43/48) [0.78, 0.96]' from a score cell {value, ci95, n}: the share, its count and its
+    Wilson interval; '-' for a cell not measured."""
+    if not cell or not cell.get("n"):
+        return "-"
+    lo, hi = cell["ci95"]
+    return f"{cell['value']:.2f} ({round(cell['value'] * cell['n'])}/{cell['n']}) [{lo:.2f}, {hi:.2f}]"

@@ -22,12 +22,10 @@ from cst_ray.core.stats import read_metrics
 from cst_ray.data.sources import source_names
 from cst_ray.evaluation.audit import audit_line
 from cst_ray.evaluation.claims import ScoreNames, score_names
+from cst_ray.evaluation.metrics import share_text
 from cst_ray.evaluation.variants import BENIGN_VARIANT
 
-
-def _fmt(s: dict) -> str:
-    """'0.90 (43/48) [0.78, 0.96]': the share, its count, its Wilson interval."""
-    return f"{s['value']:.2f} ({round(s['value'] * s['n'])}/{s['n']}) [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
+_fmt = share_text  # '0.90 (43/48) [0.78, 0.96]'
 
 
 def safety_figure(scores: dict, path: Path, names: ScoreNames) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from cst_ray.config.load import to_dict
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import StageError
-from cst_ray.core.files import atomic_write_text
+from cst_ray.core.files import atomic_write_text, path_sha256
 from cst_ray.core.stats import write_stats
 
 log = logging.getLogger(__name__)
@@ -106,28 +106,10 @@ def _input_files(cfg: CSTConfig, name: str) -> dict:
     return out
 
 
-_DIGESTS: dict[tuple, str] = {}
-
-
 def _path_digest(value: str) -> str | None:
-    """sha256 of a local file, or of a local model folder's files; None for anything else
-    (a builtin name, a hub id: their names pin them)."""
-    import hashlib
-
-    p = Path(value).expanduser()
-    if not p.exists():
-        return None
-    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
-    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 23), b""):
-                    h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
+    """sha256 of a local file or model folder; None for anything else (a builtin name, a hub
+    id: their names pin them)."""
+    return path_sha256(value) if Path(value).expanduser().exists() else None
 
 
 def _version() -> str:

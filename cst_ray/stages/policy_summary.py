@@ -7,14 +7,8 @@ from __future__ import annotations
 from cst_ray.config.schema import CSTConfig
 from cst_ray.evaluation.audit import audit_line
 from cst_ray.evaluation.claims import score_names
+from cst_ray.evaluation.metrics import share_text as _share
 from cst_ray.stages.summary import machine_lines, stage_time_rows, tuned_model
-
-
-def _share(s: dict | None) -> str:
-    if not s or not s.get("n"):
-        return "-"
-    lo, hi = s["ci95"]
-    return f"{s['value']:.2f} ({round(s['value'] * s['n'])}/{s['n']}) [{lo:.2f}, {hi:.2f}]"
 
 
 def policy_aims(cfg: CSTConfig, report: dict) -> list[dict]:

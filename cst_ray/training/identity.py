@@ -17,6 +17,7 @@ from pathlib import Path
 from cst_ray.config.schema import TrainConfig
 from cst_ray.core import storage
 from cst_ray.core.errors import StageError
+from cst_ray.core.files import path_sha256
 
 IDENTITY_FILE = "cst_identity.json"
 # settings that do not change the trained weights: where checkpoints go and how they are kept
@@ -31,16 +32,9 @@ def _sha(text: str) -> str:
 
 def model_digest(model_path: str) -> str:
     """sha256 over the model folder's weight, config and tokenizer files (names and bytes)."""
-    folder = Path(model_path)
-    if not folder.is_dir():
+    if not Path(model_path).is_dir():
         return _sha(model_path)  # a hub id with its revision: the name is the identity
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES):
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 23), b""):
-                h.update(block)
-    return h.hexdigest()
+    return path_sha256(model_path, _WEIGHT_SUFFIXES)
 
 
 def run_identity(train: TrainConfig, pairs: list[dict], model_path: str) -> dict[str, str]:
