@@ -3,8 +3,6 @@ checks that run before any work (LoRA targets that match nothing, ZeRO-3 memory 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cst_ray.core.errors import ConfigError
 
 ALL_LINEAR = "all-linear"  # PEFT: every linear layer but the output head
@@ -79,8 +77,3 @@ def _deepspeed_estimator():
         if quiet:
             os.environ.pop("DS_ACCELERATOR", None)
     return estimate_zero3_model_states_mem_needs
-
-
-def config_folder(resolved: str) -> str | None:
-    """The folder holding config.json for a resolved model (a local folder); None for a hub id."""
-    return resolved if (Path(resolved) / "config.json").is_file() else None
