@@ -17,7 +17,7 @@ from cst_ray.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 _PROBE = "cst-ray system probe 7f3a"
-_FOLDS: dict[int, bool] = {}  # id(tokenizer) -> whether its template needs the system folded
+_FOLDS: dict[str, bool] = {}  # chat template text -> whether it needs the system folded
 
 
 def set_chat_template(tokenizer, template_file: str) -> None:
@@ -34,7 +34,7 @@ def check_chat_template(tokenizer, model_name: str) -> None:
 
 def folds_system(tokenizer) -> bool:
     """True when the template rejects a system message or renders it without its text."""
-    key = id(tokenizer)
+    key = str(getattr(tokenizer, "chat_template", None))  # the answer depends on the template alone
     if key not in _FOLDS:
         msgs = [{"role": "system", "content": _PROBE}, {"role": "user", "content": "hi"}]
         try:
