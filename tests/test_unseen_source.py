@@ -50,7 +50,8 @@ def test_bad_source_settings_name_their_key(overrides, key):
 
 
 def test_unseen_rows_are_scored_apart_and_become_aims(tmp_path):
-    from cst_ray.stages.evaluate import UNSEEN, _eval_table, _score, unseen_prompts
+    from cst_ray.evaluation.eval_set import UNSEEN, eval_table, unseen_prompts
+    from cst_ray.evaluation.scoring import safety_score
     from cst_ray.stages.summary import aims_table
 
     cfg = config_from_dict({}, overrides=[f"run_dir={tmp_path}", "eval.unseen_sources=[donotanswer_malicious_uses]",
@@ -59,13 +60,13 @@ def test_unseen_rows_are_scored_apart_and_become_aims(tmp_path):
     assert len(unseen) == 5 and {p["source"] for p in unseen} == {"donotanswer_malicious_uses"}
     assert unseen == unseen_prompts(cfg)  # the same prompts for every model
     held = [{"id": "h1", "prompt": "x"}]
-    rows = _eval_table(cfg, held, [], unseen).to_pylist()
+    rows = eval_table(cfg, held, [], unseen).to_pylist()
     assert sum(r["variant"] == f"{UNSEEN}s1" for r in rows) == 5
     assert sum(r["variant"] == f"{UNSEEN}s0" for r in rows) == 5
     # safe under s1 for 4 of 5, unsafe under s0 for 5 of 5; the held-out variants are scored apart
     labelled = [dict(r, safe=(r["variant"] == f"{UNSEEN}s1" and not r["prompt_id"] == unseen[0]["id"])
                      or r["variant"] == "s1", refusal=False, degenerate=False) for r in rows]
-    out = _score(cfg, labelled, len(labelled), benign=False)
+    out = safety_score(cfg, labelled, len(labelled), benign=False)
     assert out["unseen"]["S1"].value == 0.8 and out["unseen"]["S0"].value == 1.0 and out["unseen"]["S1"].n == 5
     assert set(out["scores"]) == {"S1", "S0", "S0_unseen_1"} and out["scores"]["S1"].n == 1
     report = {"scores": {"cst": {k: v.as_dict() for k, v in out["scores"].items()}},

@@ -23,9 +23,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cst_ray.config.schema import ActorPoolConfig
+from cst_ray.config.schema import ActorPoolConfig, EngineConfig, GenerationConfig
 from cst_ray.core.errors import StageError
-from cst_ray.core.ray_env import ENGINE_THREADS_ENV, physical_cores
+from cst_ray.core.ray_env import ENGINE_THREADS_ENV, engine_env, physical_cores
 from cst_ray.dataio.shards import ShardWriter, read_ids
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,45 @@ def run_actor_map(
     _account(label, set(todo.column("id").to_pylist()), sink.inputs_seen)
     return stats
 
+
+
+@dataclass(frozen=True)
+class ActorStage:
+    """What every actor stage shares, built once from `generation` (`from_generation`): the pool
+    and its placement, the shards, the progress line, the actors' environment and the stall
+    bound's tokens per row. A stage adds its label, rows, folder, callable class and schema."""
+
+    pool: ActorPoolConfig
+    rows_per_shard: int
+    progress_interval_s: float = 10.0
+    tensor_parallel_size: int = 1
+    use_gpu: bool = False
+    env_vars: tuple[tuple[str, str], ...] = ()
+    tokens_per_row: int = 0
+
+    @classmethod
+    def from_generation(cls, g: GenerationConfig, *, use_gpu: bool, engine: EngineConfig | None = None,
+                        pool: ActorPoolConfig | None = None, tokens_per_row: int = 0,
+                        runs_engine: bool = True) -> ActorStage:
+        """`engine` (default `g.engine`) sets the actors' environment (`engine_env`; none when the
+        actors run no engine: `runs_engine=False`) and, unless `tokens_per_row` is given, the stall
+        bound's tokens per row (its max_new_tokens); `pool` replaces `g.pool`."""
+        engine = engine or g.engine
+        env = engine_env(engine.backend) if runs_engine else {}
+        return cls(pool=pool or g.pool, rows_per_shard=g.rows_per_shard, progress_interval_s=g.progress_interval_s,
+                   tensor_parallel_size=g.engine.tensor_parallel_size, use_gpu=use_gpu,
+                   env_vars=tuple(sorted(env.items())),
+                   tokens_per_row=tokens_per_row or engine.max_new_tokens)
+
+    def run(self, label: str, table: pa.Table, out_dir: str | Path, fn_cls: type, fn_kwargs: dict,
+            schema: pa.Schema, *, reject_column: str | None = None, done_key: str = "id") -> MapStats:
+        """`run_actor_map` with this stage's settings."""
+        return run_actor_map(label=label, table=table, out_dir=out_dir, fn_cls=fn_cls, fn_kwargs=fn_kwargs,
+                             pool=self.pool, schema=schema, rows_per_shard=self.rows_per_shard,
+                             progress_interval_s=self.progress_interval_s,
+                             tensor_parallel_size=self.tensor_parallel_size, use_gpu=self.use_gpu,
+                             reject_column=reject_column, done_key=done_key, env_vars=dict(self.env_vars),
+                             tokens_per_row=self.tokens_per_row)
 
 def _actor_died(e: Exception) -> bool:
     import ray

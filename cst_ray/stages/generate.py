@@ -12,13 +12,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
-from cst_ray.core.ray_env import engine_env
 from cst_ray.data.sources import read_prompts
-from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.generation.critique import GENERATION_SCHEMA, CritiqueChain
 from cst_ray.generation.responder import RESPONSE_SCHEMA, Responder
 from cst_ray.models.resolve import resolve_model
-from cst_ray.stages.common import stage_dir, use_gpu, write_stage_stats
+from cst_ray.stages.actors import actor_stage, engine_actor_kwargs
+from cst_ray.stages.common import stage_dir, write_stage_stats
 from cst_ray.stages.prompts import prepare_prompts
 
 log = logging.getLogger(__name__)
@@ -38,27 +37,11 @@ def generate(cfg: CSTConfig) -> dict:
                                                     trust_remote_code=g.critic.trust_remote_code)) \
         if g.critic.name_or_path else ""
     t0 = time.time()
-    stats = run_actor_map(
-        label="generate",
-        table=table,
-        out_dir=out / "generations",
-        fn_cls=CritiqueChain,
-        fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
-                       critique=g.critique, filters=g.filters, system_s0=cfg.prompts.s0,
-                       threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code,
-                       critic=g.critic, critic_path=critic_path, stream_rows=g.pool.stream_rows,
-                       rows_at_once=g.pool.rows_at_once),
-        pool=g.pool,
-        schema=GENERATION_SCHEMA,
-        rows_per_shard=g.rows_per_shard,
-        progress_interval_s=g.progress_interval_s,
-        tensor_parallel_size=g.engine.tensor_parallel_size,
-        use_gpu=use_gpu(cfg),
-        reject_column="reject_reason",
-        env_vars=engine_env(g.engine.backend),
-        done_key="prompt_id",
-        tokens_per_row=chain_tokens_per_row(cfg),
-    )
+    stage = actor_stage(cfg, tokens_per_row=chain_tokens_per_row(cfg))
+    stats = stage.run("generate", table, out / "generations", CritiqueChain,
+                      dict(engine_actor_kwargs(cfg, model_path, cfg.model.name_or_path), critique=g.critique,
+                           filters=g.filters, system_s0=cfg.prompts.s0, critic=g.critic, critic_path=critic_path),
+                      GENERATION_SCHEMA, reject_column="reject_reason", done_key="prompt_id")
     d = stats.as_dict()
     d["chain_wall_s"] = round(time.time() - t0, 2)
     d["phase_s"] = phase_seconds(out, d["chain_wall_s"])
@@ -106,13 +89,6 @@ def _answer_benign(cfg: CSTConfig, model_path: str, out: Path) -> dict:
         read[source] = st.as_dict()
         rows += [dict(id=f"{r['id']}:benign", prompt_id=r["id"], variant="benign_s1", system=cfg.prompts.s1,
                       prompt=r["prompt"]) for r in table.to_pylist()]
-    g = cfg.generation
-    stats = run_actor_map(label="generate:benign", table=pa.Table.from_pylist(rows), out_dir=out, fn_cls=Responder,
-                          fn_kwargs=dict(model_path=model_path, model_name=cfg.model.name_or_path, engine=g.engine,
-                                         threads=g.pool.threads, trust_remote_code=cfg.model.trust_remote_code,
-                                         stream_rows=g.pool.stream_rows, rows_at_once=g.pool.rows_at_once),
-                          pool=g.pool, schema=RESPONSE_SCHEMA, rows_per_shard=g.rows_per_shard,
-                          progress_interval_s=g.progress_interval_s,
-                          tensor_parallel_size=g.engine.tensor_parallel_size, use_gpu=use_gpu(cfg),
-                          env_vars=engine_env(g.engine.backend), tokens_per_row=g.engine.max_new_tokens)
+    stats = actor_stage(cfg).run("generate:benign", pa.Table.from_pylist(rows), out, Responder,
+                                 engine_actor_kwargs(cfg, model_path, cfg.model.name_or_path), RESPONSE_SCHEMA)
     return {**stats.as_dict(), "read": read}

@@ -22,10 +22,10 @@ from cst_ray.data.pairs import (
     to_table,
     to_trl_table,
 )
-from cst_ray.dataio.actor_map import run_actor_map
 from cst_ray.dataio.shards import read_shards
 from cst_ray.models.resolve import resolve_model
-from cst_ray.stages.common import stage_dir, use_gpu, write_stage_stats
+from cst_ray.stages.actors import actor_stage
+from cst_ray.stages.common import stage_dir, write_stage_stats
 from cst_ray.training.reference_pass import REF_SCHEMA, ReferenceLogProbs
 
 log = logging.getLogger(__name__)
@@ -129,13 +129,11 @@ def add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path) 
     union = pa.concat_tables(list(tables.values())).to_pylist()
     uniq = pa.Table.from_pylist(list({r["id"]: r for r in union}.values()))
     pool = dc.replace(cfg.generation.pool, batch_size=min(cfg.generation.pool.batch_size, 64))
-    st = run_actor_map(label="reference", table=uniq, out_dir=out / "reference_logps", fn_cls=ReferenceLogProbs,
-                       fn_kwargs=dict(model_path=resolve_model(cfg.model), max_length=cfg.train.max_length,
-                                      min_response_tokens=cfg.train.min_response_tokens,
-                                      dtype=reference_dtype(cfg), threads=pool.threads,
-                                      trust_remote_code=cfg.model.trust_remote_code, packed=cfg.train.packing),
-                       pool=pool, schema=REF_SCHEMA, rows_per_shard=cfg.generation.rows_per_shard,
-                       progress_interval_s=cfg.generation.progress_interval_s, use_gpu=use_gpu(cfg))
+    st = actor_stage(cfg, pool=pool, tokens_per_row=1, runs_engine=False).run(
+        "reference", uniq, out / "reference_logps", ReferenceLogProbs,
+        dict(model_path=resolve_model(cfg.model), max_length=cfg.train.max_length,
+             min_response_tokens=cfg.train.min_response_tokens, dtype=reference_dtype(cfg), threads=pool.threads,
+             trust_remote_code=cfg.model.trust_remote_code, packed=cfg.train.packing), REF_SCHEMA)
     ref = read_shards(out / "reference_logps", columns=["id", "ref_chosen_logps", "ref_rejected_logps"])
     by_id = {r["id"]: r for r in ref.to_pylist()}
     result = {}
