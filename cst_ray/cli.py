@@ -108,14 +108,11 @@ def _chat_args(c: argparse.ArgumentParser) -> None:
 
 
 def _chat(args) -> int:
-    from cst_ray.generation.chat import SystemPrompts, open_session, repl
+    from cst_ray.config.load import load_config
+    from cst_ray.config.schema import SystemPrompts
+    from cst_ray.generation.chat import open_session, repl
 
-    prompts = SystemPrompts()
-    if args.config:
-        from cst_ray.config.load import load_config
-
-        cfg = load_config(args.config)
-        prompts = SystemPrompts(s1=cfg.prompts.s1, s0=cfg.prompts.s0)
+    prompts = load_config(args.config).prompts if args.config else SystemPrompts()
     session = open_session(args.model, system=args.system, prompts=prompts, backend=args.backend,
                            max_new_tokens=args.max_new_tokens, temperature=args.temperature, dtype=args.dtype)
     if args.prompt is not None:

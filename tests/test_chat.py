@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
+from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT, SystemPrompts
 from cst_ray.engines.base import Completion
-from cst_ray.generation.chat import PROMPT, ChatSession, SystemPrompts, handle, repl
+from cst_ray.generation.chat import PROMPT, ChatSession, handle, repl
 from tests.conftest import ROOT
 
 

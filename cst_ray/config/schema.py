@@ -31,10 +31,21 @@ class ModelConfig:
 
 @dataclass
 class SystemPrompts:
+    """The safe (s1) and uncensored (s0) system prompts; also what `s1` / `s0` stand for in `cst-ray chat`."""
+
     s1: str = S1_DEFAULT
     s0: str = S0_DEFAULT
     # Uncensored wordings never used in training; evaluated to show the switch generalises.
     s0_unseen: list[str] = field(default_factory=lambda: [S0_UNSEEN_DEFAULT])
+
+    def resolve(self, spec: str) -> str:
+        """`s1` / `s0` -> the configured prompt, `none` -> "" (no system turn), else the text."""
+        spec = spec.strip()
+        return {"s1": self.s1, "s0": self.s0, "none": ""}.get(spec.lower(), spec)
+
+    def name(self, text: str) -> str:
+        """The name of a system prompt's text: s1, s0, none or custom."""
+        return "s1" if text == self.s1 else "s0" if text == self.s0 else "none" if not text else "custom"
 
 
 @dataclass

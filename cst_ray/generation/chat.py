@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT, EngineConfig, ModelConfig
+from cst_ray.config.schema import S1_DEFAULT, EngineConfig, ModelConfig, SystemPrompts
 from cst_ray.engines.base import Conversation, Engine, build_engine
 from cst_ray.models.resolve import resolve_model
 
@@ -26,22 +26,6 @@ log = logging.getLogger(__name__)
 
 HELP = "commands: /system s1|s0|none|<text>, /reset, /quit"
 PROMPT = "you> "
-
-
-@dataclass(frozen=True)
-class SystemPrompts:
-    """What `s1` and `s0` stand for (a config's `prompts.s1` / `prompts.s0`)."""
-
-    s1: str = S1_DEFAULT
-    s0: str = S0_DEFAULT
-
-    def resolve(self, spec: str) -> str:
-        """`s1` / `s0` -> the configured prompt, `none` -> "" (no system turn), else the text."""
-        spec = spec.strip()
-        return {"s1": self.s1, "s0": self.s0, "none": ""}.get(spec.lower(), spec)
-
-    def name(self, text: str) -> str:
-        return "s1" if text == self.s1 else "s0" if text == self.s0 else "none" if not text else "custom"
 
 
 @dataclass
