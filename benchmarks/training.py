@@ -108,7 +108,7 @@ def child_cst(args, work: Path, workers: int, steps: int, tag: str) -> None:
     from cst_ray.core.ray_env import init_ray
     from cst_ray.core.stats import read_metrics
     from cst_ray.models.resolve import resolve_model
-    from cst_ray.stages.pairs import add_reference_logps
+    from cst_ray.stages.reference import add_reference_logps
     from cst_ray.training.driver import run_training
 
     pairs = json.loads((work / "pairs.json").read_text())

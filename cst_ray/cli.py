@@ -150,7 +150,8 @@ def _check_judge_args(args) -> None:
 
     from cst_ray.data.pairs import read_pair_file
     from cst_ray.models.resolve import check_model
-    from cst_ray.stages.preflight import check_judge_folder, check_writable_dir
+    from cst_ray.stages.preflight import check_judge_folder
+    from cst_ray.stages.preflight_checks import check_writable_dir
 
     out = Path(args.output)
     check_writable_dir(str(out if args.command == "train-judge" else out.parent), "--output")
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         from cst_ray.config.load import load_config
         from cst_ray.config.precision import resolve_auto_precision
         from cst_ray.stages import runner as stages
-        from cst_ray.stages.preflight import check_inputs, log_training_estimate
+        from cst_ray.stages.preflight import check_inputs
+        from cst_ray.training.fit import log_training_estimate
 
         reuse = ["stale_stages=stop"] if args.reuse else []
         cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides) + reuse)
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_command(args, cfg, precision: str, stages, checked: dict) -> int:
     """A stage command or `run` / `experiment`, under the run directory's lock."""
     log.info(precision)
-    from cst_ray.stages.preflight import log_training_estimate
+    from cst_ray.training.fit import log_training_estimate
 
     log_training_estimate(checked)
     if args.command == "experiment":

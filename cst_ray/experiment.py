@@ -15,17 +15,23 @@ import time
 from pathlib import Path
 
 from cst_ray.config.schema import CSTConfig
+from cst_ray.core.errors import ConfigError
 from cst_ray.core.files import atomic_write_text
 from cst_ray.core.stats import write_stats
-from cst_ray.stages.common import stage_inputs
+from cst_ray.evaluation.capability import capability_scores, load_tasks
+from cst_ray.evaluation.metrics import paired_bootstrap_diff
+from cst_ray.evaluation.report import write_report
+from cst_ray.models.resolve import resolve_model
+from cst_ray.stages.common import stage_dir
+from cst_ray.stages.fingerprint import stage_inputs
+from cst_ray.stages.mirror import upload_run_files
+from cst_ray.stages.runner import run_all
 
 log = logging.getLogger(__name__)
 
 
 def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
     """Capability scores per model; each model's file is written once and reused on re-runs."""
-    from cst_ray.evaluation.capability import capability_scores, load_tasks
-
     out = Path(cfg.run_dir) / "capability"
     out.mkdir(parents=True, exist_ok=True)
     result = {}
@@ -57,8 +63,6 @@ def capability(cfg: CSTConfig, models: dict[str, str]) -> dict:
 
 def add_deltas(result: dict, *, samples: int, seed: int, base: str = "base") -> None:
     """Each tuned model's accuracy minus the base model's on the same items (paired bootstrap)."""
-    from cst_ray.evaluation.metrics import paired_bootstrap_diff
-
     if base not in result:
         return
     for name, tasks in result.items():
@@ -75,19 +79,12 @@ METHODS = ["dpo", "cst"]  # the DPO baseline (s1 pairs only) and CST (mirrored p
 def experiment_config(cfg: CSTConfig) -> CSTConfig:
     """The run's config with both methods trained (what its stages record as their settings)."""
     if cfg.policies:
-        from cst_ray.core.errors import ConfigError
-
         raise ConfigError("`cst-ray experiment` compares base, DPO and CST on the s1/s0 switch; run a config with "
                           "policies through `cst-ray run`", key="policies")
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, methods=list(METHODS)))
 
 
 def run_experiment(cfg: CSTConfig) -> dict:
-    from cst_ray.evaluation.report import write_report
-    from cst_ray.models.resolve import resolve_model
-    from cst_ray.stages.common import stage_dir
-    from cst_ray.stages.runner import run_all, upload_run_files
-
     cfg = experiment_config(cfg)
     report = run_all(cfg)
     models = {"base": resolve_model(cfg.model),

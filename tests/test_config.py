@@ -81,7 +81,7 @@ def test_default_config_uses_a_critic_and_benign_anchor():
 
 
 def test_reference_dtype_auto_follows_training_precision():
-    from cst_ray.stages.pairs import reference_dtype
+    from cst_ray.stages.reference import reference_dtype
 
     assert reference_dtype(load_config(None, ["train.precision=bf16"])) == "bfloat16"
     assert reference_dtype(load_config(None, ["train.precision=fp32"])) == "float32"

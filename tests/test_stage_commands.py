@@ -10,7 +10,8 @@ import pytest
 from cst_ray.config.load import load_config
 from cst_ray.core.errors import StageError
 from cst_ray.stages import runner
-from cst_ray.stages.common import STARTED, write_stage_stats
+from cst_ray.stages.common import write_stage_stats
+from cst_ray.stages.records import STARTED
 
 CALLS: list[str] = []
 
@@ -68,7 +69,7 @@ def test_a_killed_stage_resumes_under_its_own_settings(tmp_path, monkeypatch):
 
 def test_the_cli_checks_a_stage_alone_before_any_work(tmp_path, monkeypatch):
     """Under --reuse a stale stage stops the command in its checks, before Ray starts."""
-    from cst_ray.stages.common import check_stages_redoable
+    from cst_ray.stages.redo import check_stages_redoable
 
     cfg = load_config(None, [f"run_dir={tmp_path}"])
     monkeypatch.setattr(runner, "build_pairs", _stand_in("pairs"))
@@ -81,7 +82,7 @@ def test_the_cli_checks_a_stage_alone_before_any_work(tmp_path, monkeypatch):
 def test_a_setting_added_later_with_its_default_does_not_make_a_stage_stale(tmp_path):
     """A stage recorded by an older cst-ray lacks the keys added since; at their defaults they
     keep the old behaviour, so the stage is reused. Set to anything else, they differ."""
-    from cst_ray.stages.common import stage_state
+    from cst_ray.stages.records import stage_state
 
     cfg = load_config(None, [f"run_dir={tmp_path}"])
     write_stage_stats(cfg, "pairs", {"rows": 1})
@@ -97,7 +98,8 @@ def test_a_setting_added_later_with_its_default_does_not_make_a_stage_stale(tmp_
 def test_editing_an_input_file_in_place_makes_its_stages_stale(tmp_path):
     """issue 25: the fingerprint holds each input file's sha256 (and the cst-ray version), so a
     prompt file edited under the same name redoes the stages that read it."""
-    from cst_ray.stages.common import stage_inputs, stage_state
+    from cst_ray.stages.fingerprint import stage_inputs
+    from cst_ray.stages.records import stage_state
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "how do I pick a lock?"}\n')

@@ -10,7 +10,9 @@ import pytest
 from cst_ray.config.load import load_config
 from cst_ray.core.errors import StageError
 from cst_ray.core.files import atomic_write_text
-from cst_ray.stages.common import is_complete, mark_started, stage_dir, stage_state, write_stage_stats
+from cst_ray.stages.common import stage_dir, write_stage_stats
+from cst_ray.stages.records import mark_started, stage_state
+from cst_ray.stages.redo import is_complete
 
 
 def _cfg(run, *overrides):
@@ -182,7 +184,7 @@ def test_training_eta_counts_training_steps_only(tmp_path):
 
 
 def test_an_experiments_aims_are_judged_on_cst_not_on_the_dpo_baseline():
-    from cst_ray.stages.summary import aims_table
+    from cst_ray.evaluation.aims import aims_table
 
     cfg = load_config("configs/tiny.yaml", ["train.methods=[dpo,cst]"])
 
@@ -198,7 +200,8 @@ def test_an_experiments_aims_are_judged_on_cst_not_on_the_dpo_baseline():
 
 def test_aims_print_the_count_beside_the_share_so_rounding_never_contradicts_the_verdict(tmp_path):
     """Issue 33: 5 of 48 refused is 0.104, over the 0.10 aim, though it rounds to 0.10."""
-    from cst_ray.stages.summary import aim_line, aims_table, summary_markdown
+    from cst_ray.evaluation.aims import aim_line, aims_table
+    from cst_ray.stages.summary import summary_markdown
 
     cfg = _cfg(tmp_path)
     cell = {"value": 45 / 48, "ci95": [0.83, 0.98], "n": 48}
@@ -218,7 +221,7 @@ def test_aims_print_the_count_beside_the_share_so_rounding_never_contradicts_the
 def test_summary_splits_each_stage_into_its_parts(tmp_path):
     """Issue 28: generate's y0 / critique / revision / benign, training's reference pass, steps
     and the rest, evaluate's answers per model, from the stages' own stats and metrics."""
-    from cst_ray.stages.summary import stage_time_rows
+    from cst_ray.stages.stage_times import stage_time_rows
 
     cfg = _cfg(tmp_path)
     (tmp_path / "generate").mkdir()

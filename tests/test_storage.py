@@ -35,8 +35,8 @@ def test_copy_and_fetch_round_trip(tmp_path, where, request):
 def test_stage_fetched_from_run_uri(tmp_path, s3_bucket):
     """A stage complete at run_uri but absent locally is fetched, so a fresh machine resumes."""
     from cst_ray.config.load import load_config
-    from cst_ray.stages.common import is_complete
-    from cst_ray.stages.runner import fetch_stage, upload_stage
+    from cst_ray.stages.mirror import fetch_stage, upload_stage
+    from cst_ray.stages.redo import is_complete
 
     first = load_config(None, [f"run_dir={tmp_path / 'a'}", f"run_uri={s3_bucket}/run"])
 

@@ -50,9 +50,9 @@ def test_bad_source_settings_name_their_key(overrides, key):
 
 
 def test_unseen_rows_are_scored_apart_and_become_aims(tmp_path):
+    from cst_ray.evaluation.aims import aims_table
     from cst_ray.evaluation.eval_set import UNSEEN, eval_table, unseen_prompts
     from cst_ray.evaluation.scoring import safety_score
-    from cst_ray.stages.summary import aims_table
 
     cfg = config_from_dict({}, overrides=[f"run_dir={tmp_path}", "eval.unseen_sources=[donotanswer_malicious_uses]",
                                           "eval.unseen_limit=5", "data.source=advbench"])

@@ -13,11 +13,13 @@ import os
 import re
 import reprlib
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from cst_ray.config.policies import validate_policies
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import ConfigError
 
@@ -210,12 +212,21 @@ def check_no_credentials(cfg: CSTConfig, file: str | None = None) -> None:
 
 
 def validate(cfg: CSTConfig, file: str | None = None) -> None:
+    """Cross-field checks of a built config; the first that fails is a ConfigError naming its key
+    and `file`. The checks run in a fixed order, so the same config always reports the same one."""
     def need(cond: bool, key: str, msg: str) -> None:
         if not cond:
             raise ConfigError(msg, key=key, file=file)
 
     check_no_credentials(cfg, file)
+    _validate_generation(cfg, need)
+    _validate_training(cfg, need)
+    _validate_sources(cfg, need)
+    _validate_aims_policies_and_loss(cfg, need)
 
+
+def _validate_generation(cfg: CSTConfig, need: Callable[[bool, str, str], None]) -> None:
+    """The held-out split, the generation pool, engine and critique, the eval sampling."""
     need(0.0 <= cfg.data.eval_fraction <= 1.0, "data.eval_fraction", "must be in [0, 1]")
     need(cfg.data.eval_fraction < 1.0 or not cfg.pairs.use_generated, "data.eval_fraction",
          "1.0 leaves no prompts to generate pairs from; it needs pairs.use_generated: false")
@@ -250,6 +261,10 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(0 < e.gpu_memory_utilization <= 1, "generation.engine.gpu_memory_utilization", "must be in (0, 1]")
     need(cfg.eval.temperature >= 0, "eval.temperature", "must be >= 0")
     need(cfg.eval.benign_limit >= 0, "eval.benign_limit", "must be >= 0")
+
+
+def _validate_training(cfg: CSTConfig, need: Callable[[bool, str, str], None]) -> None:
+    """The chat template, training, a held-out split, the system prompts and their wordings, the pairs."""
     need(not cfg.model.chat_template or Path(cfg.model.chat_template).expanduser().is_file(), "model.chat_template",
          f"file not found: {cfg.model.chat_template}")
     need(cfg.train.lora.r >= 1, "train.lora.r", "must be >= 1")
@@ -281,6 +296,10 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
          "is empty while pairs.use_generated is false: there would be no pairs to train on")
     need(cfg.pairs.reference_dtype in ("auto", "float32", "bfloat16", "float16"), "pairs.reference_dtype",
          "must be auto, float32, bfloat16 or float16")
+
+
+def _validate_sources(cfg: CSTConfig, need: Callable[[bool, str, str], None]) -> None:
+    """The prompt sources (`data.source`), unseen sources and benign sources."""
     specs = cfg.data.source if isinstance(cfg.data.source, list) else [cfg.data.source]
     names = [x if isinstance(x, str) else x.name for x in specs]
     need(bool(names), "data.source", "is an empty list: name at least one prompt source")
@@ -295,6 +314,10 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     need(cfg.eval.unseen_limit >= 1 or not cfg.eval.unseen_sources, "eval.unseen_limit", "must be >= 1")
     need(cfg.eval.benign_source not in cfg.data.benign_sources, "data.benign_sources",
          f"must not contain eval.benign_source ({cfg.eval.benign_source!r}), which measures over-refusal")
+
+
+def _validate_aims_policies_and_loss(cfg: CSTConfig, need: Callable[[bool, str, str], None]) -> None:
+    """The aims' shares, held-out wordings, `policies`, and the DPO loss settings."""
     a = cfg.eval.aims
     for key in ("s1_min", "s0_min", "s0_unseen_min", "over_refusal_max", "unseen_source_s1_min",
                 "unseen_source_s0_min", "policy_adherence_min", "policy_cell_min", "policy_unseen_min"):
@@ -302,8 +325,6 @@ def validate(cfg: CSTConfig, file: str | None = None) -> None:
     leaked = sorted({w.strip() for w in cfg.pairs.s0_augment} & {w.strip() for w in cfg.prompts.s0_unseen})
     need(not leaked, "pairs.s0_augment", f"contains the held-out wording(s) of prompts.s0_unseen: {leaked}")
     if cfg.policies:
-        from cst_ray.config.policies import validate_policies
-
         validate_policies(cfg.policies)
         need(cfg.pairs.use_generated, "pairs.use_generated", "must be true with policies: their pairs are compiled "
              "from the generated answers and refusals")

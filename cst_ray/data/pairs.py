@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from cst_ray.core.errors import InputDataError
+from cst_ray.data.refusals import is_degenerate, is_refusal
 from cst_ray.data.sources import SourceStats, check_not_empty, iter_rows
 
 PAIR_FIELDS = ("id", "pair_of", "system", "prompt", "chosen", "rejected", "task")
@@ -118,6 +119,18 @@ def benign_pairs(answers: list[dict], refusals: list[str], *, s1: str, unusable:
         out.append(dict(id=a["id"], pair_of=a["id"], system=s1, prompt=a["prompt"], chosen=text,
                         rejected=refusals[h % len(refusals)], task="benign"))
     return out, {"answers": len(answers), "pairs": len(out), "skipped": skipped}
+
+
+def benign_pairs_for_run(answers: list[dict], generations: list[dict], *, s1: str,
+                         seed: int = 0) -> tuple[list[dict], dict]:
+    """`benign_pairs` from a run's benign answers, in id order: the rejected side is one of the
+    run's refusing revisions (`y1` of `generations`); an answer that is itself a refusal, or
+    degenerate, gives no pair."""
+    def unusable(text: str) -> str:
+        return "answer_is_refusal" if is_refusal(text) else "answer_degenerate" if is_degenerate(text) else ""
+
+    refusals = sorted({g["y1"] for g in generations if is_refusal(g["y1"])})
+    return benign_pairs(sorted(answers, key=lambda r: r["id"]), refusals, s1=s1, unusable=unusable, seed=seed)
 
 
 def augment_s0(pairs: list[dict], *, s0: str, wordings: list[str], seed: int = 0) -> tuple[list[dict], dict]:

@@ -61,6 +61,18 @@ def compile_policy_pairs(generations: list[dict], policies: list[PolicyConfig], 
     return out, {name: dict(sorted(c.items())) for name, c in counts.items()}
 
 
+def policy_pair_sets(generations: list[dict], policies: list[PolicyConfig], categories: dict[str, str],
+                     extra: list[dict], benign: list[dict], *, seed: int = 0) -> tuple[list[dict], list[dict], dict]:
+    """`policies`: one pair per (generated row, policy), chosen by the policy's behaviour in the
+    row's category; benign pairs under every policy's first wording. The DPO baseline keeps the
+    pairs whose chosen side is the refusal (it learns to refuse whatever the system prompt).
+    -> (CST pairs, DPO-baseline pairs, `compile_policy_pairs`' counts)."""
+    compiled, counts = compile_policy_pairs(generations, policies, categories, seed=seed)
+    benign_all = [dict(b, id=f"{b['id']}:{p.name}", system=p.prompts[0]) for p in policies for b in benign]
+    refusing = [c for c in compiled if c["behaviour"] == "refuse"]
+    return compiled + extra + benign_all, refusing + extra + benign_all, counts
+
+
 def policy_wordings(policies: list[PolicyConfig]) -> list[tuple[str, str, str]]:
     """(variant, policy name, wording) for evaluation: `<policy>` is its first training wording,
     `<policy>:unseen_<i>` each wording it never trained on."""

@@ -157,9 +157,6 @@ def run_actor_map(
     appears (as `done_key`) in either folder are skipped. Every input id sent must come back, kept
     or rejected, or this raises. `env_vars` go to the actors' processes (CPU). `tokens_per_row`:
     the most tokens one row may generate, for the no-progress bound (`stall_bound_s`)."""
-    import ray
-    from ray.data.exceptions import ExecutionTimeoutError
-
     out_dir = Path(out_dir)
     rej_dir = out_dir.parent / "rejected_rows"
     todo, already_done = _pending(table, [out_dir] + ([rej_dir] if reject_column else []), done_key)
@@ -169,37 +166,48 @@ def run_actor_map(
                  Progress(label, todo.num_rows, progress_interval_s))
     t0 = time.time()
     if todo.num_rows:
-        blocks, step = _blocks(todo, pool)
-        # no more actors started than there are blocks to run (an engine's start is seconds of
-        # CPU); max_actors, and with it each engine's threads, stays as configured
-        run_pool = dataclasses.replace(pool, min_actors=max(1, min(pool.min_actors, len(blocks))))
-        ds = ray.data.from_arrow(blocks).map_batches(
-            fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", batch_size=None,
-            **actor_compute_args(run_pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu,
-                                 env_vars=env_vars))
-        bound = stall_bound_s(pool, step, tokens_per_row)
-        ds.context.execution_no_progress_timeout_s = bound
-        # each table an actor yields (a group of `pool.stream_rows` rows) is its own block, passed
-        # on at once: Ray Data would otherwise gather a call's tables up to 128 MiB before sending
-        ds.context.target_max_block_size = 1
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                sink.add(batch)
-        except ExecutionTimeoutError:
-            sink.close()
-            raise StageError(stall_message(label, bound, pool, step, blocks, sink.inputs_seen)) from None
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-            sink.close()
-            if isinstance(e, ray.exceptions.RayTaskError) and not _actor_died(e):
-                raise
-            raise StageError(f"{label}: an engine actor died {pool.max_restarts + 1} times on the same batches "
-                             f"(generation.pool.max_restarts: {pool.max_restarts}); rows already written are kept. "
-                             f"Its last error: {_first_line(e)}. Fix the cause (memory, the model) or raise "
-                             f"generation.pool.max_restarts, then re-run to resume") from None
+        _stream(label, todo, sink, fn_cls, fn_kwargs, pool, tensor_parallel_size=tensor_parallel_size,
+                use_gpu=use_gpu, env_vars=env_vars, tokens_per_row=tokens_per_row)
     sink.close()
     stats.wall_s = round(time.time() - t0, 3)
     _account(label, set(todo.column("id").to_pylist()), sink.inputs_seen)
     return stats
+
+
+def _stream(label: str, todo: pa.Table, sink: _Sink, fn_cls: type, fn_kwargs: dict, pool: ActorPoolConfig, *,
+            tensor_parallel_size: int, use_gpu: bool, env_vars: dict | None, tokens_per_row: int) -> None:
+    """The rows of `todo` through `fn_cls` on an actor pool into `sink`; a stall past the bound, or
+    an actor that died more than `pool.max_restarts` times, ends in a StageError naming the stage."""
+    import ray
+    from ray.data.exceptions import ExecutionTimeoutError
+
+    blocks, step = _blocks(todo, pool)
+    # no more actors started than there are blocks to run (an engine's start is seconds of
+    # CPU); max_actors, and with it each engine's threads, stays as configured
+    run_pool = dataclasses.replace(pool, min_actors=max(1, min(pool.min_actors, len(blocks))))
+    ds = ray.data.from_arrow(blocks).map_batches(
+        fn_cls, fn_constructor_kwargs=fn_kwargs, batch_format="pyarrow", batch_size=None,
+        **actor_compute_args(run_pool, tensor_parallel_size=tensor_parallel_size, use_gpu=use_gpu,
+                             env_vars=env_vars))
+    bound = stall_bound_s(pool, step, tokens_per_row)
+    ds.context.execution_no_progress_timeout_s = bound
+    # each table an actor yields (a group of `pool.stream_rows` rows) is its own block, passed
+    # on at once: Ray Data would otherwise gather a call's tables up to 128 MiB before sending
+    ds.context.target_max_block_size = 1
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            sink.add(batch)
+    except ExecutionTimeoutError:
+        sink.close()
+        raise StageError(stall_message(label, bound, pool, step, blocks, sink.inputs_seen)) from None
+    except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+        sink.close()
+        if isinstance(e, ray.exceptions.RayTaskError) and not _actor_died(e):
+            raise
+        raise StageError(f"{label}: an engine actor died {pool.max_restarts + 1} times on the same batches "
+                         f"(generation.pool.max_restarts: {pool.max_restarts}); rows already written are kept. "
+                         f"Its last error: {_first_line(e)}. Fix the cause (memory, the model) or raise "
+                         f"generation.pool.max_restarts, then re-run to resume") from None
 
 
 

@@ -187,41 +187,10 @@ class CritiqueChain(EngineActor):
         t0 = time.perf_counter()
         y0, y0_attempts, y0_spent = answer_until_compliant(self.engine, base, y0_samples, self.filters.trim_truncated)
         phase = {"y0_s": time.perf_counter() - t0, "critique_s": 0.0, "revision_s": 0.0}
-        crit_tokens = self.critique_cfg.critique_max_new_tokens or None
-
-        # One branch per (prompt, drawn principle).
-        branches = []
-        per_prompt = self.critique_cfg.principles_per_prompt
-        for i, pid in enumerate(ids):
-            for k, pi in enumerate(draw_principles(pid, per_prompt, len(self.principles), self.engine.cfg.seed)):
-                conv = base[i] + [{"role": "assistant", "content": y0[i].text}]
-                branches.append(dict(i=i, k=k, principle=self.principles[pi], conv=conv, attempts=0,
-                                     critiques=[], revisions=[], last=y0[i], gen=y0_spent[i]))
+        branches = self._branches(ids, base, y0, y0_spent)
         for _ in range(self.critique_cfg.revision_rounds):
-            for b in branches:
-                b["conv"] = b["conv"] + [{"role": "user", "content": b["principle"].critique}]
-            t0 = time.perf_counter()
-            crits = self.critic.chat([b["conv"] for b in branches], max_new_tokens=crit_tokens)
-            t1 = time.perf_counter()
-            phase["critique_s"] += t1 - t0
-            if self.filters.trim_truncated:
-                crits = [trim_to_sentence(c) for c in crits]
-            for b, c in zip(branches, crits):
-                b["critiques"].append(c.text)
-                b["gen"] += c.completion_tokens
-                b["conv"] = b["conv"] + [{"role": "assistant", "content": c.text},
-                                         {"role": "user", "content": b["principle"].revision}]
-            samples = self.critic_cfg.revision_samples if self.filters.y1_not_harmless else 1
-            revs, attempts, spent = revise_until_harmless(self.critic, [b["conv"] for b in branches], samples,
-                                                          self.filters.trim_truncated)
-            phase["revision_s"] += time.perf_counter() - t1
-            for b, r, a, tokens in zip(branches, revs, attempts, spent):
-                b["revisions"].append(r.text)
-                b["gen"] += tokens
-                b["attempts"] = a
-                b["last"] = r
-                b["conv"] = b["conv"] + [{"role": "assistant", "content": r.text}]
-
+            self._revise(branches, phase)
+        per_prompt = self.critique_cfg.principles_per_prompt
         rows = []
         for b in branches:
             i = b["i"]
@@ -242,4 +211,43 @@ class CritiqueChain(EngineActor):
             ))
         return pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA)
 
+    def _branches(self, ids: list[str], base: list[list[dict]], y0: list[Completion],
+                  y0_spent: list[int]) -> list[dict]:
+        """One branch per (prompt, drawn principle): the conversation so far (ending in y0), its
+        critiques and revisions, and the tokens generated for it."""
+        branches = []
+        per_prompt = self.critique_cfg.principles_per_prompt
+        for i, pid in enumerate(ids):
+            for k, pi in enumerate(draw_principles(pid, per_prompt, len(self.principles), self.engine.cfg.seed)):
+                conv = base[i] + [{"role": "assistant", "content": y0[i].text}]
+                branches.append(dict(i=i, k=k, principle=self.principles[pi], conv=conv, attempts=0,
+                                     critiques=[], revisions=[], last=y0[i], gen=y0_spent[i]))
+        return branches
 
+    def _revise(self, branches: list[dict], phase: dict) -> None:
+        """One round over every branch: a critique under its principle, then a revision that sees
+        the critique (resampled until harmless, as `filters` ask); each phase's time into `phase`."""
+        crit_tokens = self.critique_cfg.critique_max_new_tokens or None
+        for b in branches:
+            b["conv"] = b["conv"] + [{"role": "user", "content": b["principle"].critique}]
+        t0 = time.perf_counter()
+        crits = self.critic.chat([b["conv"] for b in branches], max_new_tokens=crit_tokens)
+        t1 = time.perf_counter()
+        phase["critique_s"] += t1 - t0
+        if self.filters.trim_truncated:
+            crits = [trim_to_sentence(c) for c in crits]
+        for b, c in zip(branches, crits):
+            b["critiques"].append(c.text)
+            b["gen"] += c.completion_tokens
+            b["conv"] = b["conv"] + [{"role": "assistant", "content": c.text},
+                                     {"role": "user", "content": b["principle"].revision}]
+        samples = self.critic_cfg.revision_samples if self.filters.y1_not_harmless else 1
+        revs, attempts, spent = revise_until_harmless(self.critic, [b["conv"] for b in branches], samples,
+                                                      self.filters.trim_truncated)
+        phase["revision_s"] += time.perf_counter() - t1
+        for b, r, a, tokens in zip(branches, revs, attempts, spent):
+            b["revisions"].append(r.text)
+            b["gen"] += tokens
+            b["attempts"] = a
+            b["last"] = r
+            b["conv"] = b["conv"] + [{"role": "assistant", "content": r.text}]

@@ -5,10 +5,12 @@ over-refusal per policy, and the policy aims met or not, base beside tuned."""
 from __future__ import annotations
 
 from cst_ray.config.schema import CSTConfig
+from cst_ray.evaluation.aims import tuned_model
 from cst_ray.evaluation.audit import audit_line
 from cst_ray.evaluation.claims import score_names
 from cst_ray.evaluation.metrics import share_text as _share
-from cst_ray.stages.summary import machine_lines, stage_time_rows, tuned_model
+from cst_ray.stages.stage_times import stage_time_rows
+from cst_ray.stages.summary import machine_lines
 
 
 def policy_aims(cfg: CSTConfig, report: dict) -> list[dict]:

@@ -8,7 +8,8 @@ import logging
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.files import atomic_write_table
 from cst_ray.data.sources import max_prompt_chars, read_sources, source_names, split_by_id
-from cst_ray.stages.common import is_complete, stage_dir, write_stage_stats
+from cst_ray.stages.common import stage_dir, write_stage_stats
+from cst_ray.stages.redo import is_complete
 
 log = logging.getLogger(__name__)
 
