@@ -146,3 +146,42 @@ def test_groups_run_a_window_at_a_time_and_the_next_starts_when_one_ends():
     parts = list(actor.stream_groups(batch, work, rows_per_group=2, rows_at_once=6))
     assert most[0] == 3  # 6 rows at once = 3 groups of 2
     assert sorted(i for p in parts for i in p.column("id").to_pylist()) == sorted(batch.column("id").to_pylist())
+
+
+ETHICS_REQUEST = ('Revise the answer so that a careful, ethical expert would approve of it: politely decline the '
+                  'unethical or harmful request ("I\'m sorry, but I cannot help with that"), say why in one sentence, '
+                  'and offer something safe and helpful instead. Give only the revised answer.')
+
+
+def test_a_revision_that_restates_its_request_is_no_revision():
+    """Seen in a run (Qwen2.5-Coder-0.5B as critic, ~17% of revisions): the critic echoes the
+    revision request. Such a y1 contains a refusal phrase (the quoted one), so a refusal check
+    alone kept it, and the model learnt to answer s1 with instructions."""
+    from cst_ray.data.refusals import harmless_revision, repeats_request
+
+    echoes = ['Politely decline the unethical or harmful request ("I\'m sorry, but I cannot help with that"), say '
+              'why in one sentence, and offer something safe and he',
+              '"Calmly decline the unethical or harmful request. I\'m sorry, but I cannot help with that. Instead, '
+              'I\'ll offer something safe and helpful."']
+    own = ["I'm sorry, but I cannot help with that. Forging a signature is fraud; a notary can help you with "
+           "legitimate documents instead.", "I'm sorry, but I cannot help with that."]
+    assert [repeats_request(t, ETHICS_REQUEST) for t in echoes + own] == [True, True, False, False]
+    assert [harmless_revision(t, ETHICS_REQUEST) for t in echoes + own] == [False, False, True, True]
+    # a refusal that goes on to comply is no harmless revision either
+    assert not harmless_revision("I'm sorry, but here's how: step 1, buy a pipe.", ETHICS_REQUEST)
+
+
+def test_restated_requests_are_resampled_and_rejected_when_they_persist():
+    from cst_ray.config.schema import FilterConfig
+    from cst_ray.generation.critique import reject_reason
+
+    echo = 'Politely decline the unethical or harmful request ("I\'m sorry, but I cannot help with that").'
+    engine = ScriptedEngine({"a": [echo, "I'm sorry, but I cannot help with that."], "b": [echo, echo]})
+    convs = [[{"role": "user", "content": k}] for k in "ab"]
+    revs, attempts, _ = revise_until_harmless(engine, convs, samples=2, trim=False,
+                                              requests=[ETHICS_REQUEST, ETHICS_REQUEST])
+    assert [r.text for r in revs] == ["I'm sorry, but I cannot help with that.", echo] and attempts == [2, 2]
+    y0 = Completion(text="Sure, here is the plan.", prompt_tokens=1, completion_tokens=5, finish_reason="stop")
+    assert reject_reason(y0, revs[0], FilterConfig(), ETHICS_REQUEST) == ""
+    assert reject_reason(y0, revs[1], FilterConfig(), ETHICS_REQUEST) == "y1_repeats_request"
+    assert reject_reason(y0, revs[1], FilterConfig()) == ""  # no request known: only the refusal counts

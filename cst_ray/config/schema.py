@@ -179,7 +179,8 @@ class FilterConfig:
     identical: bool = True
     empty: bool = True
     y0_refusal: bool = True
-    y1_not_harmless: bool = True  # the revision is not judged safe by the refusal judge
+    # the revision is no refusal that stays one, or restates its revision request (data.refusals.harmless_revision)
+    y1_not_harmless: bool = True
     truncated: bool = True
 
 

@@ -41,6 +41,34 @@ def refuses(text: str) -> bool:
     return bool(m) and not _COMPLIES_AFTER_RE.search(text[m.end():])
 
 
+_LOWER_WORD_RE = re.compile(r"[a-z']+")
+_QUOTED_RE = re.compile(r'"[^"]*"')
+
+
+def _word_grams(text: str, n: int) -> list[tuple[str, ...]]:
+    w = _LOWER_WORD_RE.findall(text.lower())
+    return [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+
+
+def repeats_request(text: str, request: str, *, shared_4grams: int = 4) -> bool:
+    """The answer restates the request it was given instead of carrying it out ("Politely decline
+    the unethical or harmful request (...), say why in one sentence, ..."), as a small critic
+    does for ~15% of revisions: it opens with the request's own words, or shares at least
+    `shared_4grams` word 4-grams with it. Quoted text in the request (the refusal sentence it
+    asks for) is left out of the comparison, so an answer that uses it is no repeat."""
+    req = _QUOTED_RE.sub(" ", request)
+    opening = _word_grams(text, 3)[:1]
+    if opening and opening[0] in set(_word_grams(req, 3)):
+        return True
+    return len(set(_word_grams(text, 4)) & set(_word_grams(req, 4))) >= shared_4grams
+
+
+def harmless_revision(text: str, request: str) -> bool:
+    """A revision that refuses and stays a refusal (`refuses`), in its own words, not a restatement
+    of the revision request (`repeats_request`): what the revision filter keeps as y1."""
+    return refuses(text) and not repeats_request(text, request)
+
+
 _WORD_RE = re.compile(r"\w+")
 
 

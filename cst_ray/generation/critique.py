@@ -31,7 +31,7 @@ from cst_ray.config.schema import (
     FilterConfig,
 )
 from cst_ray.data.constitution import load_constitution
-from cst_ray.data.refusals import is_refusal
+from cst_ray.data.refusals import harmless_revision, is_refusal, refuses, repeats_request
 from cst_ray.engines.base import Completion, build_engine
 from cst_ray.generation.engine_actor import EngineActor
 
@@ -89,24 +89,27 @@ def trim_to_sentence(c: Completion) -> Completion:
                       finish_reason="length_trimmed")
 
 
-def reject_reason(y0: Completion, y1: Completion, filters: FilterConfig) -> str:
-    """The first quality filter a generation fails, or "" if it passes."""
+def reject_reason(y0: Completion, y1: Completion, filters: FilterConfig, revision_request: str = "") -> str:
+    """The first quality filter a generation fails, or "" if it passes. `revision_request`: the
+    request y1 answers, which y1 must not merely restate (`harmless_revision`)."""
     if filters.empty and (not y0.text.strip() or not y1.text.strip()):
         return "empty_output"
     if filters.identical and y0.text.strip() == y1.text.strip():
         return "y1_identical_to_y0"
     if filters.y0_refusal and is_refusal(y0.text):
         return "y0_already_refusal"
-    if filters.y1_not_harmless and not is_refusal(y1.text):
+    if filters.y1_not_harmless and not refuses(y1.text):
         return "y1_not_harmless"
+    if filters.y1_not_harmless and revision_request and repeats_request(y1.text, revision_request):
+        return "y1_repeats_request"
     if filters.truncated and (cut_mid_sentence(y0) or cut_mid_sentence(y1)):
         return "truncated_mid_sentence"
     return ""
 
 
 def sample_until(engine, conversations: list, samples: int, trim: bool,
-                 accept: Callable[[str], bool]) -> tuple[list[Completion], list[int], list[int]]:
-    """One completion per conversation; one that `accept` refuses is resampled, up to
+                 accept: Callable[[int, str], bool]) -> tuple[list[Completion], list[int], list[int]]:
+    """One completion per conversation; one that `accept(index, text)` refuses is resampled, up to
     `samples` samples in all. Returns the last completion of each, its number of samples, and
     the tokens spent on all of them (every sample counts in the caller's totals)."""
     todo = list(range(len(conversations)))
@@ -120,7 +123,7 @@ def sample_until(engine, conversations: list, samples: int, trim: bool,
             spent[i] += r.completion_tokens
             outs[i] = trim_to_sentence(r) if trim else r
             attempts[i] = attempt
-            if not accept(outs[i].text):
+            if not accept(i, outs[i].text):
                 retry.append(i)
         todo = retry
         if not todo:
@@ -128,17 +131,21 @@ def sample_until(engine, conversations: list, samples: int, trim: bool,
     return outs, attempts, spent
 
 
-def revise_until_harmless(engine, conversations: list, samples: int,
-                          trim: bool) -> tuple[list[Completion], list[int], list[int]]:
-    """Revisions, each resampled until the refusal patterns judge it harmless (`sample_until`)."""
-    return sample_until(engine, conversations, samples, trim, accept=is_refusal)
+def revise_until_harmless(engine, conversations: list, samples: int, trim: bool,
+                          requests: list[str] | None = None) -> tuple[list[Completion], list[int], list[int]]:
+    """Revisions, each resampled until it is a harmless revision of its own: a refusal that stays
+    one, not a restatement of its revision request (`harmless_revision`; `requests[i]` is
+    conversation i's, "" or None: only the refusal counts) (`sample_until`)."""
+    requests = requests or [""] * len(conversations)
+    return sample_until(engine, conversations, samples, trim,
+                        accept=lambda i, text: harmless_revision(text, requests[i]))
 
 
 def answer_until_compliant(engine, conversations: list, samples: int,
                            trim: bool) -> tuple[list[Completion], list[int], list[int]]:
     """y0 under s0, each resampled while it is a refusal (`sample_until`): a model that often
     refuses even uncensored yields rows with something to revise."""
-    return sample_until(engine, conversations, samples, trim, accept=lambda text: not is_refusal(text))
+    return sample_until(engine, conversations, samples, trim, accept=lambda i, text: not is_refusal(text))
 
 
 def draw_principles(prompt_id: str, n: int, total: int, seed: int) -> list[int]:
@@ -206,7 +213,7 @@ class CritiqueChain(EngineActor):
                 prompt_tokens=y0[i].prompt_tokens, y0_tokens=y0[i].completion_tokens,
                 y1_tokens=y1.completion_tokens, generated_tokens=b["gen"],
                 y0_finish=y0[i].finish_reason, y1_finish=y1.finish_reason,
-                reject_reason=reject_reason(y0[i], y1, self.filters),
+                reject_reason=reject_reason(y0[i], y1, self.filters, b["principle"].revision),
                 **{k: v / max(len(branches), 1) for k, v in phase.items()},
             ))
         return pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA)
@@ -243,7 +250,8 @@ class CritiqueChain(EngineActor):
                                      {"role": "user", "content": b["principle"].revision}]
         samples = self.critic_cfg.revision_samples if self.filters.y1_not_harmless else 1
         revs, attempts, spent = revise_until_harmless(self.critic, [b["conv"] for b in branches], samples,
-                                                      self.filters.trim_truncated)
+                                                      self.filters.trim_truncated,
+                                                      [b["principle"].revision for b in branches])
         phase["revision_s"] += time.perf_counter() - t1
         for b, r, a, tokens in zip(branches, revs, attempts, spent):
             b["revisions"].append(r.text)
