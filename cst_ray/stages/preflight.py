@@ -162,29 +162,58 @@ def _eval(cfg: CSTConfig, models: dict) -> dict:
     if e.judge in ("llm", "cascade") and e.judge_model:
         models["eval.judge_model"] = check_model(e.judge_model, "eval.judge_model")
     if e.judge in ("classifier", "finetuned"):
+        prompts = {"s1": cfg.prompts.s1, "s0": cfg.prompts.s0}
         if e.judge_path:
-            check_judge_folder(e.judge, e.judge_path, "eval.judge_path")
+            check_judge_folder(e.judge, e.judge_path, "eval.judge_path", e.judge_train_pairs, **prompts)
         for f in e.judge_train_pairs:
             read_pair_file(f)
+        if not e.judge_path:
+            out["judge_folder"] = check_default_judge(e.judge, e.judge_train_pairs, "eval.judge", **prompts)
     return out
 
 
-def check_judge_folder(kind: str, path: str, key: str) -> None:
-    """A `cst-ray train-judge --kind <kind>` folder: its card (JSON) and weights are there."""
+def _judge_folder_problem(kind: str, d: Path) -> str:
+    """What a `cst-ray train-judge --kind <kind>` folder lacks (card, weights, a readable card); "" = nothing."""
     from cst_ray.evaluation.judges import classifier, finetuned
 
     weights = classifier.WEIGHTS_FILE if kind == "classifier" else finetuned.WEIGHTS_FILE
-    d = Path(path)
     if not d.is_dir():
-        raise ConfigError(f"judge folder {d} {'is a file' if d.exists() else 'not found'}; train one with "
-                          f"`cst-ray train-judge --kind {kind} --output {d}`", key=key)
+        return f"judge folder {d} {'is a file' if d.exists() else 'not found'}"
     for name in (finetuned.CARD_FILE, weights) + (("config.json",) if kind == "finetuned" else ()):
         if not (d / name).is_file():
-            raise ConfigError(f"judge folder {d} has no {name}; train one with "
-                              f"`cst-ray train-judge --kind {kind} --output {d}`", key=key)
+            return f"judge folder {d} has no {name}"
     try:
         card = json.loads((d / finetuned.CARD_FILE).read_text())
     except (OSError, ValueError) as e:
-        raise ConfigError(f"{d / finetuned.CARD_FILE} is not readable JSON ({type(e).__name__})", key=key) from None
+        return f"{d / finetuned.CARD_FILE} is not readable JSON ({type(e).__name__})"
     if not isinstance(card, dict) or (kind == "finetuned" and not isinstance(card.get("recipe"), dict)):
-        raise ConfigError(f"{d / finetuned.CARD_FILE} is not a {kind} judge card", key=key)
+        return f"{d / finetuned.CARD_FILE} is not a {kind} judge card"
+    return ""
+
+
+def check_judge_folder(kind: str, path: str, key: str, train_pairs: list[str] = (), *, s1: str = "",
+                       s0: str = "") -> None:
+    """A `cst-ray train-judge --kind <kind>` folder: its card (JSON) and weights are there; else a
+    ConfigError naming `key` and the command that trains one there (with `train_pairs`)."""
+    from cst_ray.evaluation.judges.folders import train_judge_command
+
+    problem = _judge_folder_problem(kind, Path(path))
+    if problem:
+        raise ConfigError(f"{problem}; train one with `{train_judge_command(kind, path, train_pairs, s1=s1, s0=s0)}`",
+                          key=key)
+
+
+def check_default_judge(kind: str, train_pairs: list[str], key: str, *, s1: str = "", s0: str = "") -> str:
+    """A `kind` judge given no folder reads the default one (judges.folders); a judge never trains
+    itself, so that folder must hold a trained judge -> the folder, else a ConfigError naming `key`,
+    the folder and the command that trains one there."""
+    from cst_ray.evaluation.judges.folders import default_judge_dir, train_judge_command
+
+    d = default_judge_dir(kind, list(train_pairs))
+    problem = _judge_folder_problem(kind, d)
+    if problem:
+        raise ConfigError(f"no trained {kind} judge in its default folder, read when no judge folder is given "
+                          f"({problem}); judges do not train themselves: train one with "
+                          f"`{train_judge_command(kind, d, train_pairs, s1=s1, s0=s0)}`", key=key)
+    return str(d)
+
