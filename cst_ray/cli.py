@@ -54,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--output", required=True)
     j.add_argument("--labels", default="", help="0/1 field in the input (1 = safe) to score agreement against")
     j.add_argument("--judge-path", default="",
-                   help="classifier, finetuned: a `train-judge` folder (default: the cached one)")
+                   help="classifier, finetuned: a `train-judge` folder (default: the default folder under the "
+                        "cache, trained beforehand with `cst-ray train-judge`)")
     j.add_argument("--train-pairs", action="append", default=[], metavar="FILE",
-                   help="classifier, finetuned: pair files added to its training data when it is trained on first use")
+                   help="classifier, finetuned: pair files the judge was trained with (they pick its default folder)")
     j.add_argument("--model", default="smollm2-135m-instruct", help="llm: judge model (alias, folder or hub id)")
     j.add_argument("--backend", default="vllm", choices=["vllm", "hf"], help="llm: generation engine")
     j.add_argument("--question", default="help", choices=["help", "safety"],
@@ -83,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _finetune_args(t: argparse.ArgumentParser) -> None:
-    from cst_ray.evaluation.judges.finetuned import DEFAULT_AUDIT, Recipe
+    from cst_ray.evaluation.judge_training.finetuned_data import DEFAULT_AUDIT
+    from cst_ray.evaluation.judge_training.finetuned_fit import Recipe
 
     r = Recipe()
     t.add_argument("--folds", type=int, default=r.folds, help="finetuned: cross-validation folds (1 = none)")
@@ -127,12 +129,13 @@ def _train_judge(args) -> dict:
 
     _check_judge_args(args)
     if args.kind == "classifier":
-        from cst_ray.evaluation.judges.classifier import train_classifier_judge
+        from cst_ray.evaluation.judge_training.classifier_train import train_classifier_judge
 
         card = train_classifier_judge(args.output, pair_files=args.pairs, s1=args.s1 or S1_DEFAULT,
                                       holdout=args.heldout, seed=args.seed)
         return {k: card[k] for k in ("train_rows", "heldout_rows", "heldout", "heldout_refusal_judge")}
-    from cst_ray.evaluation.judges.finetuned import Recipe, train_finetuned_judge
+    from cst_ray.evaluation.judge_training.finetuned_fit import Recipe
+    from cst_ray.evaluation.judge_training.finetuned_train import train_finetuned_judge
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
@@ -150,7 +153,7 @@ def _check_judge_args(args) -> None:
 
     from cst_ray.data.pairs import read_pair_file
     from cst_ray.models.resolve import check_model
-    from cst_ray.stages.preflight import check_judge_folder
+    from cst_ray.stages.judge_checks import check_default_judge, check_judge_folder
     from cst_ray.stages.preflight_checks import check_writable_dir
 
     out = Path(args.output)
@@ -160,8 +163,11 @@ def _check_judge_args(args) -> None:
     pairs = args.pairs if args.command == "train-judge" else args.train_pairs
     for f in pairs:
         read_pair_file(f)
-    if args.command == "judge" and args.judge_path and args.judge in ("classifier", "finetuned"):
-        check_judge_folder(args.judge, args.judge_path, "--judge-path")
+    if args.command == "judge" and args.judge in ("classifier", "finetuned"):  # a judge never trains itself
+        if args.judge_path:
+            check_judge_folder(args.judge, args.judge_path, "--judge-path", args.train_pairs)
+        else:
+            check_default_judge(args.judge, args.train_pairs, "--judge")
     if args.command == "judge" and args.judge in ("llm", "cascade"):
         check_model(args.model, "--model")
 
@@ -185,8 +191,6 @@ def _judge_file(args) -> dict:
     if not data:
         raise InputDataError("has no rows", file=file)
     judge_kwargs: dict = {"path": args.judge_path, "train_pairs": args.train_pairs}
-    if args.judge == "finetuned":  # a first use builds the cached judge (minutes): show its progress on stderr
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.judge in ("llm", "cascade"):
         from cst_ray.config.schema import EngineConfig, ModelConfig
         from cst_ray.models.resolve import resolve_model

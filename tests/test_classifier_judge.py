@@ -41,7 +41,7 @@ def test_weights_are_safetensors_not_pickle(trained_judge):
 
 def test_judge_cli_agrees_with_the_cards_heldout_accuracy(trained_judge, tmp_path):
     """Labelling the held-out rows through `cst-ray judge --labels` reproduces the card's figure."""
-    from cst_ray.evaluation.judges.classifier import is_held_out, load_pyrit_labels
+    from cst_ray.evaluation.judge_training.classifier_train import is_held_out, load_pyrit_labels
 
     out, card = trained_judge
     rows, _ = load_pyrit_labels()

@@ -8,6 +8,7 @@ import pytest
 from conftest import run_cli
 
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
+from cst_ray.evaluation.judge_training import finetuned_data, finetuned_fit, finetuned_train
 from cst_ray.evaluation.judges import finetuned as ft
 from cst_ray.evaluation.judges.build import build_judge
 from cst_ray.evaluation.judges.refusal import RefusalJudge
@@ -57,7 +58,7 @@ def test_bootstrap_interval_of_balanced_accuracy():
 
 
 def test_rho_rows_include_hard_negatives_for_the_refusal_patterns():
-    rows, stats = ft.load_rho_rows()
+    rows, stats = finetuned_data.load_rho_rows()
     assert stats["items"] == 150
     kinds = {k: [r for r in rows if r.source == f"rho/refusal/{k}"] for k in stats["rows_by_kind"]}
     assert len(kinds["compliance"]) == 150 and not any(r.safe for r in kinds["compliance"])
@@ -105,7 +106,7 @@ def _audit_file(path):
     return path
 
 
-RECIPE = ft.Recipe(epochs=1, max_length=48, batch_size=8, folds=2, seed=3)
+RECIPE = finetuned_fit.Recipe(epochs=1, max_length=48, batch_size=8, folds=2, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("ft")
     pairs, audit, out = _pair_file(d / "pairs.jsonl"), _audit_file(d / "audit.jsonl"), d / "judge"
     fits = []
-    real_fit = ft.fit
+    real_fit = finetuned_fit.fit
 
     def spy(rows, recipe, base=None):
         tok, model = real_fit(rows, recipe, base)
@@ -122,8 +123,9 @@ def tiny(tmp_path_factory):
         return tok, model
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ft, "fit", spy)
-        card = ft.train_finetuned_judge(out, pair_files=[str(pairs)], audit=audit, recipe=RECIPE, sources=())
+        mp.setattr(finetuned_fit, "fit", spy)  # cross_validate's folds and the final fit alike
+        card = finetuned_train.train_finetuned_judge(out, pair_files=[str(pairs)], audit=audit, recipe=RECIPE,
+                                                     sources=())
     return {"out": out, "card": card, "fits": fits, "pairs": pairs, "audit": audit}
 
 
@@ -166,7 +168,7 @@ def test_card_has_the_cross_validated_figures(tiny):
     refusal = [v.safe for v in RefusalJudge().judge([r.prompt for r in final_rows], [r.response for r in final_rows])]
     assert cv["refusal_judge"] == binary_metrics(gold, refusal, 4)
     for k in range(2):  # each fold was trained without its own rows
-        test_groups = {r.group for r in final_rows if ft.fold_of(r.group, 2, RECIPE.seed) == k}
+        test_groups = {r.group for r in final_rows if finetuned_fit.fold_of(r.group, 2, RECIPE.seed) == k}
         assert not test_groups & {r.group for r in tiny["fits"][k][0]}
     assert card["heldout"] == cv["finetuned"] and card["seed"] == 3
     assert card["command"].startswith("cst-ray train-judge --kind finetuned --output ")
@@ -179,11 +181,11 @@ def test_card_has_the_cross_validated_figures(tiny):
 
 def test_training_rows_exclude_audit_rows(tiny):
     audit = [json.loads(x) for x in tiny["audit"].read_text().splitlines()]
-    keys = {ft._key(a["prompt"], a["response"]) for a in audit}
+    keys = {finetuned_data._key(a["prompt"], a["response"]) for a in audit}
     for rows, _, _ in tiny["fits"]:  # every fit: the CV folds and the final one
-        assert not keys & {ft._key(r.prompt, r.response) for r in rows}
-    rows_without_audit, _ = ft.collect_rows([str(tiny["pairs"])], audit=None, sources=())
-    assert len(keys & {ft._key(r.prompt, r.response) for r in rows_without_audit}) == 2  # there was something to drop
+        assert not keys & {finetuned_data._key(r.prompt, r.response) for r in rows}
+    rows_without_audit, _ = finetuned_data.collect_rows([str(tiny["pairs"])], audit=None, sources=())
+    assert len(keys & {finetuned_data._key(r.prompt, r.response) for r in rows_without_audit}) == 2  # there was something to drop
     ex = tiny["card"]["training_data"]["audit_exclusion"]
     assert ex["audit_rows"] == 3 and ex["training_rows_dropped"] == 2
     a = tiny["card"]["audit"]
@@ -194,10 +196,10 @@ def test_training_rows_exclude_audit_rows(tiny):
 
 
 def test_missing_judge_folder_is_a_clear_error(tmp_path):
-    from cst_ray.core.errors import CSTError
+    from cst_ray.evaluation.judges.folders import JudgeNotTrainedError
 
-    with pytest.raises(CSTError, match="train-judge --kind finetuned"):
-        ft.FinetunedJudge(tmp_path / "nope")
+    with pytest.raises(JudgeNotTrainedError, match="train-judge --kind finetuned --output"):
+        ft.FinetunedJudge(tmp_path / "nope")  # more in test_judge_folders.py
 
 
 def _rows_file(path, rows):

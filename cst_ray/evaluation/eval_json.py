@@ -35,11 +35,11 @@ def eval_json(cfg: CSTConfig, judge: Judge, held: list[dict], seen: int, per_mod
     report = {"judge": e.judge, "judge_audit": audit_figures(e.judge, judge_model, e.judge_question),
               "held_out_prompts": len(held), "held_out_dropped_seen_in_training": seen,
               "variants": dict(eval_variants(cfg)), "scores": {m: as_dicts(r["scores"]) for m, r in per_model.items()}}
-    if getattr(judge, "card", None):
+    if judge.card:
         report["judge_card"] = {"path": judge.path, "heldout": judge.card.get("heldout"),
                                 "heldout_refusal_judge": judge.card.get("heldout_refusal_judge")}
-    if getattr(judge, "stats", None):
-        report["judge_stats"] = judge.stats
+    if judge.stats:
+        report["judge_stats"] = dict(judge.stats)
     report["degenerate_share"] = {m: r["degenerate"] for m, r in per_model.items()}
     if any("by_refusal" in r for r in per_model.values()):
         report["scores_refusal_judge"] = {m: as_dicts(r["by_refusal"]) for m, r in per_model.items()}

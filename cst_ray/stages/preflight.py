@@ -10,16 +10,14 @@ same validation the stages run), and look at model and judge folders without loa
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 from cst_ray.config.schema import CSTConfig
-from cst_ray.core.errors import ConfigError
 from cst_ray.data.pairs import read_pair_file
 from cst_ray.data.sources import read_prompts
 from cst_ray.models.resolve import check_model
 from cst_ray.stages.common import STAGES
+from cst_ray.stages.judge_checks import check_default_judge, check_judge_folder
 from cst_ray.stages.preflight_checks import check_generation, check_pairs, check_prompts, check_writable_dir
 from cst_ray.stages.redo import check_stages_redoable
 from cst_ray.training.fit import check_training
@@ -65,29 +63,11 @@ def _eval(cfg: CSTConfig, models: dict) -> dict:
     if e.judge in ("llm", "cascade") and e.judge_model:
         models["eval.judge_model"] = check_model(e.judge_model, "eval.judge_model")
     if e.judge in ("classifier", "finetuned"):
+        prompts = {"s1": cfg.prompts.s1, "s0": cfg.prompts.s0}
         if e.judge_path:
-            check_judge_folder(e.judge, e.judge_path, "eval.judge_path")
+            check_judge_folder(e.judge, e.judge_path, "eval.judge_path", e.judge_train_pairs, **prompts)
         for f in e.judge_train_pairs:
             read_pair_file(f)
+        if not e.judge_path:
+            out["judge_folder"] = check_default_judge(e.judge, e.judge_train_pairs, "eval.judge", **prompts)
     return out
-
-
-def check_judge_folder(kind: str, path: str, key: str) -> None:
-    """A `cst-ray train-judge --kind <kind>` folder: its card (JSON) and weights are there."""
-    from cst_ray.evaluation.judges import classifier, finetuned
-
-    weights = classifier.WEIGHTS_FILE if kind == "classifier" else finetuned.WEIGHTS_FILE
-    d = Path(path)
-    if not d.is_dir():
-        raise ConfigError(f"judge folder {d} {'is a file' if d.exists() else 'not found'}; train one with "
-                          f"`cst-ray train-judge --kind {kind} --output {d}`", key=key)
-    for name in (finetuned.CARD_FILE, weights) + (("config.json",) if kind == "finetuned" else ()):
-        if not (d / name).is_file():
-            raise ConfigError(f"judge folder {d} has no {name}; train one with "
-                              f"`cst-ray train-judge --kind {kind} --output {d}`", key=key)
-    try:
-        card = json.loads((d / finetuned.CARD_FILE).read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{d / finetuned.CARD_FILE} is not readable JSON ({type(e).__name__})", key=key) from None
-    if not isinstance(card, dict) or (kind == "finetuned" and not isinstance(card.get("recipe"), dict)):
-        raise ConfigError(f"{d / finetuned.CARD_FILE} is not a {kind} judge card", key=key)

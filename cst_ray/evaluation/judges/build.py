@@ -11,9 +11,11 @@ JUDGES = ("refusal", "classifier", "finetuned", "llm", "cascade")
 
 def build_judge(name: str, *, path: str = "", train_pairs: list[str] = (), s1: str = "", s0: str = "",
                 model_path: str = "", engine=None, trust_remote_code: bool = False, question: str = "help") -> Judge:
-    """`path`: a trained judge folder (classifier, finetuned); `train_pairs`: pair files added to
-    its training data when it is trained on first use (s1/s0: their safe and uncensored system
-    prompts; "" = cst-ray's defaults); `model_path` + `engine` + `question`: the llm and cascade judges."""
+    """`path`: a trained judge folder (classifier, finetuned); without one, the default folder
+    for the shipped data plus `train_pairs` (judges.folders). A judge never trains itself: a
+    folder without a trained judge raises JudgeNotTrainedError with the `cst-ray train-judge`
+    line that trains one (s1/s0: the pair files' safe and uncensored system prompts, for that
+    line; "" = cst-ray's defaults). `model_path` + `engine` + `question`: the llm and cascade judges."""
     if name == "refusal":
         return RefusalJudge()
     if name == "classifier":
