@@ -73,7 +73,7 @@ def _measure_engine(args, backend: str) -> dict:
     model_path = resolve_model(ModelConfig(name_or_path=args.model))  # cached conversion, not timed
     convs = [[{"role": "system", "content": S0}, {"role": "user", "content": p}] for p in _prompts(args.prompts)]
     t0 = time.time()
-    from cst_ray.engines.base import build_engine
+    from cst_ray.engines.build import build_engine
 
     eng = build_engine(model_path, dataclasses.replace(_engine_cfg(args), backend=backend))
     t1 = time.time()

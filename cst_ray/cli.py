@@ -17,14 +17,37 @@ folders it will use (cst_ray.stages.preflight), before Ray starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
-from cst_ray.core.errors import ConfigError, CSTError
-from cst_ray.core.log import link_ray_session_logs, setup_logging
+from cst_ray.config.load import load_config
+from cst_ray.config.precision import resolve_auto_precision
+from cst_ray.config.schema import S1_DEFAULT, EngineConfig, ModelConfig, SystemPrompts
+from cst_ray.core.errors import ConfigError, CSTError, InputDataError
+from cst_ray.core.files import atomic_write_text
+from cst_ray.core.log import attach_run_log, link_ray_session_logs, setup_logging
+from cst_ray.core.run_lock import run_dir_lock
+from cst_ray.data.pairs import read_pair_file
+from cst_ray.data.sources import iter_rows
+from cst_ray.evaluation.judge_training.classifier_train import train_classifier_judge
+from cst_ray.evaluation.judge_training.finetuned_data import DEFAULT_AUDIT
+from cst_ray.evaluation.judge_training.finetuned_fit import Recipe
+from cst_ray.evaluation.judge_training.finetuned_train import train_finetuned_judge
+from cst_ray.evaluation.judges.build import build_judge
+from cst_ray.evaluation.metrics import binary_metrics, bootstrap_balanced_accuracy
+from cst_ray.experiment import experiment_config, run_experiment
+from cst_ray.generation.chat import open_session, repl
+from cst_ray.models.resolve import check_model, resolve_model
+from cst_ray.stages import runner as stages
+from cst_ray.stages.judge_checks import check_default_judge, check_judge_folder
+from cst_ray.stages.preflight import check_inputs
+from cst_ray.stages.preflight_checks import check_writable_dir
+from cst_ray.training.fit import log_training_estimate
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +107,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _finetune_args(t: argparse.ArgumentParser) -> None:
-    from cst_ray.evaluation.judge_training.finetuned_data import DEFAULT_AUDIT
-    from cst_ray.evaluation.judge_training.finetuned_fit import Recipe
-
     r = Recipe()
     t.add_argument("--folds", type=int, default=r.folds, help="finetuned: cross-validation folds (1 = none)")
     t.add_argument("--epochs", type=int, default=r.epochs, help="finetuned")
@@ -110,10 +130,6 @@ def _chat_args(c: argparse.ArgumentParser) -> None:
 
 
 def _chat(args) -> int:
-    from cst_ray.config.load import load_config
-    from cst_ray.config.schema import SystemPrompts
-    from cst_ray.generation.chat import open_session, repl
-
     prompts = load_config(args.config).prompts if args.config else SystemPrompts()
     session = open_session(args.model, system=args.system, prompts=prompts, backend=args.backend,
                            max_new_tokens=args.max_new_tokens, temperature=args.temperature, dtype=args.dtype)
@@ -125,18 +141,11 @@ def _chat(args) -> int:
 
 
 def _train_judge(args) -> dict:
-    from cst_ray.config.schema import S1_DEFAULT
-
     _check_judge_args(args)
     if args.kind == "classifier":
-        from cst_ray.evaluation.judge_training.classifier_train import train_classifier_judge
-
         card = train_classifier_judge(args.output, pair_files=args.pairs, s1=args.s1 or S1_DEFAULT,
                                       holdout=args.heldout, seed=args.seed)
         return {k: card[k] for k in ("train_rows", "heldout_rows", "heldout", "heldout_refusal_judge")}
-    from cst_ray.evaluation.judge_training.finetuned_fit import Recipe
-    from cst_ray.evaluation.judge_training.finetuned_train import train_finetuned_judge
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
                     folds=args.folds, seed=args.seed)
@@ -149,13 +158,6 @@ def _train_judge(args) -> dict:
 
 def _check_judge_args(args) -> None:
     """`judge` and `train-judge`: their files and folders, before any model loads."""
-    from pathlib import Path
-
-    from cst_ray.data.pairs import read_pair_file
-    from cst_ray.models.resolve import check_model
-    from cst_ray.stages.judge_checks import check_default_judge, check_judge_folder
-    from cst_ray.stages.preflight_checks import check_writable_dir
-
     out = Path(args.output)
     check_writable_dir(str(out if args.command == "train-judge" else out.parent), "--output")
     if args.command == "judge" and out.is_dir():
@@ -173,11 +175,6 @@ def _check_judge_args(args) -> None:
 
 
 def _judge_file(args) -> dict:
-    from cst_ray.core.errors import InputDataError
-    from cst_ray.data.sources import iter_rows
-    from cst_ray.evaluation.judges.build import build_judge
-    from cst_ray.evaluation.metrics import binary_metrics, bootstrap_balanced_accuracy
-
     _check_judge_args(args)
     _, file, rows = iter_rows(args.input, kind="input file")
     data = []
@@ -192,14 +189,9 @@ def _judge_file(args) -> dict:
         raise InputDataError("has no rows", file=file)
     judge_kwargs: dict = {"path": args.judge_path, "train_pairs": args.train_pairs}
     if args.judge in ("llm", "cascade"):
-        from cst_ray.config.schema import EngineConfig, ModelConfig
-        from cst_ray.models.resolve import resolve_model
-
         judge_kwargs.update(model_path=resolve_model(ModelConfig(name_or_path=args.model), key="--model"),
                             engine=EngineConfig(backend=args.backend), question=args.question)
     verdicts = build_judge(args.judge, **judge_kwargs).judge([d["prompt"] for d in data], [d["response"] for d in data])
-    from cst_ray.core.files import atomic_write_text
-
     atomic_write_text(args.output, "".join(json.dumps({**d, "safe": v.safe, "score": v.score}) + "\n"
                                            for d, v in zip(data, verdicts)))
     out = {"rows": len(data), "safe": sum(v.safe for v in verdicts)}
@@ -216,10 +208,6 @@ def _judge_file(args) -> dict:
 
 def _console(cfg, verbose: bool):
     """The console shows cst-ray's own lines; the rest goes to <run_dir>/logs (--verbose: both)."""
-    import dataclasses
-
-    from cst_ray.core.log import attach_run_log
-
     attach_run_log(cfg.run_dir, verbose=verbose)
     if verbose:
         cfg = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, log_to_driver=True))
@@ -239,17 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train-judge":
             print(json.dumps(_train_judge(args), indent=2))
             return 0
-        from cst_ray.config.load import load_config
-        from cst_ray.config.precision import resolve_auto_precision
-        from cst_ray.stages import runner as stages
-        from cst_ray.stages.preflight import check_inputs
-        from cst_ray.training.fit import log_training_estimate
-
         reuse = ["stale_stages=stop"] if args.reuse else []
         cfg = load_config(args.config, overrides=list(args.sets) + list(args.overrides) + reuse)
         if args.command == "experiment":
-            from cst_ray.experiment import experiment_config
-
             cfg = experiment_config(cfg)
         cfg, precision = resolve_auto_precision(cfg)  # `auto` -> bf16 or fp32 for this CPU, before fingerprints
         checked = check_inputs(cfg, args.command)  # before Ray starts: bad input stops here
@@ -258,10 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             log_training_estimate(checked)
             print(json.dumps(checked, indent=2))
             return 0
-        from cst_ray.core.run_lock import run_dir_lock
-
         with run_dir_lock(cfg.run_dir):  # one driver per run directory
-            return _run_command(args, _console(cfg, args.verbose), precision, stages, checked)
+            return _run_command(args, _console(cfg, args.verbose), precision, checked)
     except CSTError as e:
         if args.debug:
             traceback.print_exc()
@@ -269,15 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run_command(args, cfg, precision: str, stages, checked: dict) -> int:
+def _run_command(args, cfg, precision: str, checked: dict) -> int:
     """A stage command or `run` / `experiment`, under the run directory's lock."""
     log.info(precision)
-    from cst_ray.training.fit import log_training_estimate
-
     log_training_estimate(checked)
     if args.command == "experiment":
-        from cst_ray.experiment import run_experiment
-
         result = run_experiment(cfg)
         cap = {m: {t: {k: v for k, v in s.items() if k != "correct"} for t, s in c.items()}
                for m, c in result["capability"].items()}

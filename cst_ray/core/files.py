@@ -4,10 +4,13 @@ folder is fsynced after the rename, so the new name survives a power loss too.""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 
 @contextmanager
@@ -61,8 +64,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_table(table, path: str | Path) -> None:
     """A pyarrow Table as one Parquet file."""
-    import pyarrow.parquet as pq
-
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -74,8 +75,6 @@ def path_sha256(path: str | Path, suffixes: tuple[str, ...] = ()) -> str:
     """sha256 over a file, or over a folder's files (names and bytes, sorted; hidden files and,
     with `suffixes`, files of other types left out). Cached per process by name, size and mtime,
     so a model folder is read once however many fingerprints ask."""
-    import hashlib
-
     p = Path(path).expanduser()
     files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
                                            and (not suffixes or f.suffix in suffixes))

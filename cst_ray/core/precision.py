@@ -18,6 +18,7 @@ the machine.
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,6 @@ def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or platform.machine()
 
 

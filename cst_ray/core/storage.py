@@ -11,6 +11,10 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
+from cst_ray.core.files import atomic_write_text, fsync_dir
+
 
 def is_uri(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
@@ -26,24 +30,18 @@ def join(base: str, *parts: str) -> str:
 
 
 def _fs(location: str):
-    import pyarrow.fs as pafs
-
     if is_uri(location):
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
 
 
 def exists(location: str) -> bool:
-    import pyarrow.fs as pafs
-
     fs, path = _fs(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def list_names(location: str) -> list[str]:
     """Names of the entries directly under a folder (empty if it does not exist)."""
-    import pyarrow.fs as pafs
-
     fs, path = _fs(location)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return []
@@ -54,8 +52,6 @@ def _copy_tree(src: str, dst: str, skip: tuple[str, ...] = ()) -> int:
     """Copy every file under `src` to `dst` (either may be a URI), except top-level entries in
     `skip`. Files are copied one by one; each lands complete or not at all on object stores.
     Returns the number of files copied."""
-    import pyarrow.fs as pafs
-
     sfs, sroot = _fs(src)
     dfs, droot = _fs(dst)
     if sfs.get_file_info(sroot).type == pafs.FileType.NotFound:
@@ -87,8 +83,6 @@ def replace_dir(src: str, dst: str) -> int:
     """Put the local folder `src` at `dst` with no file of an older `dst` left behind: locally,
     a copy beside `dst` renamed over it (the old one removed after); at a URI, the old prefix is
     deleted first, then the files are copied one by one."""
-    import pyarrow.fs as pafs
-
     if is_uri(dst):
         fs, path = _fs(dst)
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
@@ -104,8 +98,6 @@ def replace_dir(src: str, dst: str) -> int:
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
-    from cst_ray.core.files import fsync_dir
-
     fsync_dir(target.parent)
     return sum(len(f) for _, _, f in os.walk(target))
 
@@ -117,8 +109,6 @@ def fetch_dir(src: str, dst: str) -> int:
 
 def read_text(location: str) -> str | None:
     """A small file's text at a local path or URI; None when there is no such file."""
-    import pyarrow.fs as pafs
-
     fs, path = _fs(location)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
@@ -129,8 +119,6 @@ def read_text(location: str) -> str | None:
 def write_text(location: str, text: str) -> None:
     """Write a small file at a local path or URI (a local one atomically)."""
     if not is_uri(location):
-        from cst_ray.core.files import atomic_write_text
-
         Path(location).expanduser().parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(location).expanduser(), text)
         return

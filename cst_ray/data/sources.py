@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
 
 from cst_ray.config.schema import SourceSpec
 from cst_ray.core.errors import CSTError, InputDataError, MissingDependencyError
@@ -136,8 +139,6 @@ def _iter_builtin(name: str) -> Iterator[tuple[int, dict]]:
         for i, r in enumerate(json.loads(p.read_text()), start=1):
             yield i, {"prompt": r["harmful_version"].split("\n\n", 1)[0].strip()}
     elif p.suffix == ".prompt":  # PyRIT seed-dataset YAML: {seeds|prompts: [{value: ...}]}
-        import yaml
-
         files = [p.parent / f"{a}.prompt" for a in _AIRT_SETS] if name == "airt" else [p]
         seeds = []
         for f in files:
@@ -226,8 +227,6 @@ def _iter_csv(p: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _iter_parquet(p: Path) -> Iterator[tuple[int, dict]]:
-    import pyarrow.parquet as pq
-
     try:
         pf = pq.ParquetFile(p)
     except (pa.ArrowException, OSError) as e:
@@ -433,7 +432,5 @@ def split_by_id(table: pa.Table, fraction: float, seed: int = 0) -> tuple[pa.Tab
     """-> (train, held_out) by id hash."""
     mask = [in_eval_split(i, fraction, seed) for i in table.column("id").to_pylist()]
     held = pa.array(mask, type=pa.bool_())
-    import pyarrow.compute as pc
-
     return table.filter(pc.invert(held)), table.filter(held)
 

@@ -3,7 +3,7 @@
 Both take a batch of chat conversations (lists of {"role", "content"}) and return one
 `Completion` per conversation, so every stage (self-critique, evaluation, judges) is
 engine-agnostic. vLLM is imported lazily: the HF engine and all CPU-only code paths work
-without it.
+without it. `engines.build.build_engine` picks the engine a config names.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from cst_ray.config.schema import EngineConfig
+from cst_ray.core.ray_env import ENGINE_THREADS_ENV, physical_cores
 
 Conversation = list[dict]
 
@@ -38,8 +38,6 @@ def set_cpu_threads(threads: int) -> int:
     """Give a CPU engine `threads` threads; 0 = the count the engine actor pool gave this process
     at its start (`CST_RAY_ENGINE_THREADS`, from `dataio.actor_map.engine_threads`), else one per
     physical core. Not Ray's OMP_NUM_THREADS, which is the actor's num_cpus."""
-    from cst_ray.core.ray_env import ENGINE_THREADS_ENV, physical_cores
-
     n = threads or int(os.environ.get(ENGINE_THREADS_ENV) or 0) or physical_cores()
     os.environ["OMP_NUM_THREADS"] = str(n)
     os.environ["MKL_NUM_THREADS"] = str(n)
@@ -60,14 +58,3 @@ class Engine(ABC):
     ) -> list[Completion]:
         """One completion per conversation, in order."""
 
-
-def build_engine(model_path: str, cfg: EngineConfig, *, trust_remote_code: bool = False) -> Engine:
-    if cfg.backend == "vllm":
-        from cst_ray.engines.vllm import VLLMEngine
-
-        return VLLMEngine(model_path, cfg, trust_remote_code=trust_remote_code)
-    if cfg.backend == "hf":
-        from cst_ray.engines.hf import HFEngine
-
-        return HFEngine(model_path, cfg, trust_remote_code=trust_remote_code)
-    raise ValueError(f"unknown engine backend {cfg.backend!r}")

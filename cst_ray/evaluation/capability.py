@@ -15,8 +15,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from cst_ray.core.errors import ConfigError, InputDataError, MissingDependencyError
 from cst_ray.data.sources import olmo_datasets_root
+from cst_ray.evaluation.metrics import bootstrap_share
 
 TASK_FILES = {
     "arc_easy": "ai2_arc/ARC-Easy/validation",
@@ -35,8 +38,6 @@ class MCItem:
 
 
 def _read_arrow(folder: Path) -> list[dict]:
-    import pyarrow as pa
-
     rows: list[dict] = []
     for f in sorted(folder.glob("*.arrow")):
         with pa.memory_map(str(f)) as src:
@@ -125,7 +126,6 @@ def capability_scores(model_path: str, items: dict[str, list[MCItem]], *, seed: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from cst_ray.evaluation.metrics import bootstrap_share
 
     hf_logging.disable_progress_bar()  # the console shows cst-ray's lines; this runs in the driver
     tok = AutoTokenizer.from_pretrained(model_path)

@@ -138,8 +138,6 @@ def binary_metrics(gold: list[bool], pred: list[bool], digits: int | None = None
 def bootstrap_balanced_accuracy(gold: list[bool], pred: list[bool], samples: int = 2000,
                                 seed: int = 0) -> tuple[float, float, float]:
     """Balanced accuracy with a percentile bootstrap 95% interval over rows -> (value, lo, hi)."""
-    import numpy as np
-
     g, p = np.asarray(gold, dtype=bool), np.asarray(pred, dtype=bool)
     if len(g) != len(p):
         raise ValueError(f"gold and predicted labels differ in length: {len(g)} vs {len(p)}")

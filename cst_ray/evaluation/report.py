@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
@@ -33,7 +35,6 @@ def safety_figure(scores: dict, path: Path, names: ScoreNames) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     models = list(scores)
     variants = list(next(iter(scores.values())))
@@ -244,8 +245,6 @@ def write_report(cfg: CSTConfig, report: dict, capability: dict | None = None, *
 
 def _inline(text: str) -> str:
     """Escaped text with Markdown's inline `code`, **bold** and *italic* as HTML."""
-    import re
-
     out = html.escape(text)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
     out = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
@@ -254,8 +253,6 @@ def _inline(text: str) -> str:
 
 def _to_html(md: str, title: str = "CST experiment") -> str:
     """A small Markdown subset (headings, tables, images, lists, quotes) to standalone HTML."""
-    import re
-
     out, table = [], False
     for line in md.splitlines():
         if line.startswith("|"):
@@ -299,7 +296,6 @@ def policy_heatmap(models: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     cats = sorted({c for m in models.values() for cells in m["cells"].values() for c in cells})
     wordings = list(next(iter(models.values()))["cells"])

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cst_ray.config.schema import S1_DEFAULT, EngineConfig, ModelConfig, SystemPrompts
-from cst_ray.engines.base import Conversation, Engine, build_engine
+from cst_ray.engines.base import Conversation, Engine
+from cst_ray.engines.build import build_engine
 from cst_ray.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def repl(session: ChatSession, read: Callable[[str], str] = input, write: Callab
     """Read lines until /quit or end of input, answering each with the session."""
     if read is input:
         with contextlib.suppress(ImportError):
-            import readline  # noqa: F401  line editing and history for input()
+            import readline  # noqa: F401, PLC0415 (side effect: line editing for input(), REPL only)
     write(session.describe())
     write(HELP)
     while True:

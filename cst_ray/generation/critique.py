@@ -32,7 +32,8 @@ from cst_ray.config.schema import (
 )
 from cst_ray.data.constitution import load_constitution
 from cst_ray.data.refusals import harmless_revision, is_refusal, refuses, repeats_request
-from cst_ray.engines.base import Completion, build_engine
+from cst_ray.engines.base import Completion
+from cst_ray.engines.build import build_engine
 from cst_ray.generation.engine_actor import EngineActor
 
 GENERATION_SCHEMA = pa.schema(

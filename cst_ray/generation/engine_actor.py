@@ -10,7 +10,8 @@ import pyarrow as pa
 from cst_ray.config.schema import EngineConfig
 from cst_ray.core.faults import crash_once
 from cst_ray.core.ray_env import apply_worker_env
-from cst_ray.engines.base import build_engine, has_cuda, set_cpu_threads
+from cst_ray.engines.base import has_cuda, set_cpu_threads
+from cst_ray.engines.build import build_engine
 
 
 def node_id() -> str:

@@ -3,6 +3,10 @@ checks that run before any work (LoRA targets that match nothing, ZeRO-3 memory 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 from cst_ray.core.errors import ConfigError
 
 ALL_LINEAR = "all-linear"  # PEFT: every linear layer but the output head
@@ -61,10 +65,6 @@ def zero3_memory_estimate(model, num_gpus: int) -> dict:
 def _deepspeed_estimator():
     """DeepSpeed's estimator, imported quietly: its import logs to stdout (which holds a command's
     result) and, on a machine without CUDA, warns that it falls back to the CPU accelerator."""
-    import contextlib
-    import os
-    import sys
-
     import torch
 
     quiet = not torch.cuda.is_available() and "DS_ACCELERATOR" not in os.environ

@@ -23,13 +23,15 @@ Builtin aliases:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
+import shutil
 from importlib import util as importlib_util
 from pathlib import Path
 
 from cst_ray.config.schema import ModelConfig
-from cst_ray.core.cache import file_lock
+from cst_ray.core.cache import cache_dir, file_lock
 from cst_ray.core.errors import ConfigError, CSTError
 from cst_ray.models.gguf_packages import (
     QWEN25_CODER_05B,
@@ -51,8 +53,6 @@ _DONE = ".cst-ray-complete"
 def cache_root(cfg: ModelConfig | None = None) -> Path:
     if cfg is not None and cfg.cache_dir:
         return Path(cfg.cache_dir).expanduser()
-    from cst_ray.core.cache import cache_dir
-
     return cache_dir() / "models"
 
 
@@ -129,8 +129,6 @@ def convert_smollm2(out: Path) -> None:
 
 def _split_gguf_builder(spec: SplitGGUF):
     def build(out: Path) -> None:
-        from cst_ray.core.cache import cache_dir
-
         gguf = fetch_gguf(spec, cache_dir() / "downloads" / out.name.removesuffix(".tmp"))
         convert_gguf(gguf.parent, gguf.name, out)
         (out / PROVENANCE_FILE).write_text(f"Base model: {spec.provenance()}.\n")
@@ -244,8 +242,6 @@ def resolve_model(cfg: ModelConfig, key: str = "model.name_or_path") -> str:
 def with_chat_template(cfg: ModelConfig, path: str) -> str:
     """A cached view of model folder `path` with the Jinja template of `cfg.chat_template`: links
     to its files, and its own chat_template.jinja (which transformers and vLLM read first)."""
-    import hashlib
-
     template = Path(cfg.chat_template).expanduser().read_text()
     digest = hashlib.sha256(f"{path}\0{template}".encode()).hexdigest()[:16]
     view = cache_root(cfg) / "with-template" / f"{Path(path).name}-{digest}"
@@ -286,8 +282,6 @@ def _build_alias(cfg: ModelConfig, name: str) -> str:
     with file_lock(cache_root(cfg) / f".{name}.lock"):
         if not (out / _DONE).exists():
             tmp = out.with_name(out.name + ".tmp")
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             _BUILDERS[name](tmp)

@@ -12,7 +12,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
+from cst_ray.core.ray_env import init_ray
 from cst_ray.data.sources import read_prompts
+from cst_ray.dataio.shards import read_shards
 from cst_ray.generation.critique import GENERATION_SCHEMA, CritiqueChain
 from cst_ray.generation.responder import RESPONSE_SCHEMA, Responder
 from cst_ray.models.resolve import resolve_model
@@ -25,8 +27,6 @@ log = logging.getLogger(__name__)
 
 def generate(cfg: CSTConfig) -> dict:
     """Ray Data -> vLLM actor pool: y0 under s0 -> critique -> revision y1."""
-    from cst_ray.core.ray_env import init_ray
-
     pstats = prepare_prompts(cfg)
     out = stage_dir(cfg, "generate")
     table = pq.read_table(stage_dir(cfg, "prompts") / "train.parquet")
@@ -69,8 +69,6 @@ def chain_tokens_per_row(cfg: CSTConfig) -> int:
 def phase_seconds(out: Path, wall_s: float) -> dict:
     """The chain's wall time apportioned to y0 / critique / revision by the calls' own phase
     times (summed over every call, kept and rejected rows alike)."""
-    from cst_ray.dataio.shards import read_shards
-
     sums = {"y0_s": 0.0, "critique_s": 0.0, "revision_s": 0.0}
     for folder in (out / "generations", out / "rejected_rows"):
         t = read_shards(folder, columns=list(sums)) if folder.is_dir() else None

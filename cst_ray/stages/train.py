@@ -10,19 +10,18 @@ import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core.errors import StageError
+from cst_ray.core.ray_env import init_ray
 from cst_ray.core.stats import write_stats
 from cst_ray.core.storage import join as storage_join
 from cst_ray.models.resolve import resolve_model
 from cst_ray.stages.common import stage_dir, write_stage_stats
+from cst_ray.training.driver import run_training
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: CSTConfig, methods: list[str] | None = None) -> dict:
     """Ray Train + DeepSpeed DPO on each pair set in `train.methods`."""
-    from cst_ray.core.ray_env import init_ray
-    from cst_ray.training.driver import run_training
-
     init_ray(cfg.ray)
     model_path = resolve_model(cfg.model)
     out = stage_dir(cfg, "train")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-import torch
+import torch  # noqa: TID253 (runs only in training workers)
 
 
 def pair_length(row: dict) -> int:

@@ -18,7 +18,7 @@ import pickle
 import random
 from pathlib import Path
 
-import torch
+import torch  # noqa: TID253 (runs only in training workers)
 
 CKPT_TAG = "ds"
 STATE_FILE = "train_state.json"

@@ -8,6 +8,7 @@ FailureConfig(max_failures) for restarts after a lost worker.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from cst_ray.core.faults import FAULTS_ENV
 from cst_ray.core.stats import read_metrics
 from cst_ray.core.storage import join, resolve_storage
 from cst_ray.data.sources import source_names
+from cst_ray.models.chat import folds_system
 from cst_ray.training.identity import claim_storage, run_identity
 from cst_ray.training.progress import TrainingProgress
 from cst_ray.training.spec import ModelCardInfo, WorkerSpec, plan_steps
@@ -40,8 +42,6 @@ def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     rows, tstats = tokenize_pairs(tok, pairs, max_length=max_length, min_response_tokens=min_response_tokens)
-    from cst_ray.models.chat import folds_system
-
     missing = [r["id"] for r in rows if "ref_chosen_logps" not in r or "ref_rejected_logps" not in r]
     # a count and the first id, not every id: without precomputed references that is every row
     return rows, {"stats": tstats.as_dict(), "pad_token_id": tok.pad_token_id, "n_rows": len(rows),
@@ -120,8 +120,6 @@ def run_training(cfg: CSTConfig, pairs: list[dict], *, model_path: str, out_dir:
 
 def _tracking(cfg: CSTConfig, method: str) -> dict:
     """The WorkerSpec's tracking fields; a missing mlflow is an error before any worker starts."""
-    import importlib.util
-
     if not cfg.train.tracking:
         return {}
     if importlib.util.find_spec("mlflow") is None:
@@ -155,7 +153,7 @@ def _trainer(spec: WorkerSpec, storage: str):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from cst_ray.training.recipe import train_loop_per_worker
+    from cst_ray.training.recipe import train_loop_per_worker  # noqa: PLC0415 (imports torch; the driver stays light)
 
     tc = spec.train
     return TorchTrainer(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cst_ray.core.storage import replace_dir
 from cst_ray.models.resolve import PROVENANCE_FILE
+from cst_ray.training.model import apply_lora
 from cst_ray.training.model_card import model_card_text
 from cst_ray.training.spec import WorkerSpec
 
@@ -25,8 +26,6 @@ def export_model(state_dict: dict, spec: WorkerSpec) -> None:
     cfg, card = spec.train, spec.card
     base = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype, trust_remote_code=spec.trust_remote_code)
     if cfg.lora.enabled:
-        from cst_ray.training.model import apply_lora
-
         peft_model = apply_lora(base, cfg.lora)
         missing, unexpected = peft_model.load_state_dict(sd, strict=False)
         if unexpected or any("lora_" in k for k in missing):

@@ -19,7 +19,7 @@ def check_training(cfg: CSTConfig, models: dict) -> dict:
     """The policy's LoRA targets against its modules, and DeepSpeed's ZeRO-3 estimate of the
     model-state memory per GPU, from the model's config on the meta device (no weights read).
     A hub model or an alias not built yet is checked when the train stage loads it."""
-    from cst_ray.training.logprobs import check_head_supported  # imports torch
+    from cst_ray.training.logprobs import check_head_supported  # noqa: PLC0415 (imports torch; `check` stays light)
 
     folder = local_model_folder(cfg.model)
     if folder is None:

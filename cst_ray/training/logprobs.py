@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
+import torch  # noqa: TID253 (runs only in training workers)
+from torch import nn  # noqa: TID253 (runs only in training workers)
+
+from cst_ray.training.packing import enable_packed_attention, run_packed
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,6 @@ class PolicyLogProbs(nn.Module):
         self.model = model
         self.chunk = chunk
         if packed:
-            from cst_ray.training.packing import enable_packed_attention
-
             enable_packed_attention(model)
         check_head_supported(model)
         _, head = _decoder_and_head(model)
@@ -192,8 +192,6 @@ class PolicyLogProbs(nn.Module):
                 segments: tuple[int, ...] | None = None):
         decoder, head = _decoder_and_head(self.model)
         if segments is not None:
-            from cst_ray.training.packing import run_packed
-
             hidden = run_packed(decoder, input_ids, position_ids, segments)
             n_seq = len(segments) - 1
             # the sequence each position belongs to: [1, T]

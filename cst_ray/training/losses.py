@@ -13,9 +13,9 @@ Notation, per pair b in a batch of B:
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+import torch  # noqa: TID253 (runs only in training workers)
+import torch.nn.functional as F  # noqa: TID253 (runs only in training workers)
+from torch import nn  # noqa: TID253 (runs only in training workers)
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 

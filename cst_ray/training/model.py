@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-import torch
+import torch  # noqa: TID253 (runs only in training workers)
 
 from cst_ray.config.schema import LoraConfig
 

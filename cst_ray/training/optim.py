@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-import torch
+import torch  # noqa: TID253 (runs only in training workers)
 
 from cst_ray.config.schema import TrainConfig
 

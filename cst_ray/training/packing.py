@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import threading
 
-import torch
-import torch.nn.functional as F
+import torch  # noqa: TID253 (runs only in training workers)
+import torch.nn.functional as F  # noqa: TID253 (runs only in training workers)
 
 SEGMENTS_KWARG = "cst_segments"
 _seen = threading.local()

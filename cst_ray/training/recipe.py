@@ -20,11 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+import torch  # noqa: TID253 (runs only in training workers)
 
 from cst_ray.core.faults import crash_once
 from cst_ray.core.files import append_line
+from cst_ray.core.log import setup_logging
 from cst_ray.core.precision import resolve_precision
+from cst_ray.core.ray_env import apply_worker_env
 from cst_ray.training.batching import (
     batch_tokens,
     collate,
@@ -41,6 +43,7 @@ from cst_ray.training.checkpoint import (
     resumable_state,
     write_checkpoint_files,
 )
+from cst_ray.training.export import export_model
 from cst_ray.training.logprobs import PolicyLogProbs
 from cst_ray.training.losses import DPOLoss, preference_metrics
 from cst_ray.training.model import apply_lora, fp32_buffer_names, hidden_size, load_model, param_partition_bytes
@@ -62,9 +65,6 @@ log = logging.getLogger(__name__)
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's entry point: `config` is {"spec": WorkerSpec}."""
-    from cst_ray.core.log import setup_logging
-    from cst_ray.core.ray_env import apply_worker_env
-
     apply_worker_env()
     setup_logging()
     DPORecipe(config["spec"]).run()
@@ -308,8 +308,6 @@ class DPORecipe:
 
         if not self.spec.export_dir:
             return
-        from cst_ray.training.export import export_model
-
         t0 = time.time()
         if self.cfg.zero_stage == 3:
             state = self.engine._zero3_consolidated_16bit_state_dict()

@@ -15,7 +15,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 
-import torch
+import torch  # noqa: TID253 (runs only in training workers)
 
 from cst_ray.training.batching import collate, epoch_batches, micro_batches, pair_length, to_device
 

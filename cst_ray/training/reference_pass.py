@@ -30,6 +30,7 @@ from cst_ray.core.precision import resolve_dtype
 from cst_ray.core.ray_env import apply_worker_env
 from cst_ray.data.pairs import PAIR_SCHEMA
 from cst_ray.engines.base import has_cuda, set_cpu_threads
+from cst_ray.training.tokenize import tokenize_pair
 
 REF_SCHEMA = pa.schema(list(PAIR_SCHEMA) + [("ref_chosen_logps", pa.float64()), ("ref_rejected_logps", pa.float64()),
                                              ("prompt_tokens", pa.int64()), ("generated_tokens", pa.int64())])
@@ -43,7 +44,7 @@ class ReferenceLogProbs:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from cst_ray.training.logprobs import PolicyLogProbs
+        from cst_ray.training.logprobs import PolicyLogProbs  # noqa: PLC0415 (imports torch; the stage stays light)
 
         self.device = "cuda" if has_cuda() else "cpu"
         if self.device == "cpu":
@@ -60,8 +61,7 @@ class ReferenceLogProbs:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
 
-        from cst_ray.training.batching import collate, pair_length, to_device
-        from cst_ray.training.tokenize import tokenize_pair
+        from cst_ray.training.batching import collate, pair_length, to_device  # noqa: PLC0415 (imports torch)
 
         rows = batch.to_pylist()
         toks = [tokenize_pair(self.tok, r["system"], r["prompt"], r["chosen"], r["rejected"],

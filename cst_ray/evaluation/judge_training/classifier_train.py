@@ -29,6 +29,8 @@ import numpy as np
 from cst_ray.config.schema import S1_DEFAULT
 from cst_ray.core.errors import CSTError, InputDataError
 from cst_ray.core.files import atomic_path, atomic_write_text
+from cst_ray.data.pairs import read_pair_file
+from cst_ray.data.sources import package_dir
 from cst_ray.evaluation.judges.classifier import CARD_FILE, WEIGHTS_FILE, Embedder, features
 from cst_ray.evaluation.judges.refusal import RefusalJudge
 from cst_ray.evaluation.metrics import binary_metrics
@@ -57,8 +59,6 @@ def _score(path: Path, row_no: int, row: dict, field: str) -> float:
 
 
 def pyrit_scorer_evals_dir() -> Path:
-    from cst_ray.data.sources import package_dir
-
     return package_dir("pyrit", "pyrit==1.1.0") / "datasets" / "scorer_evals"
 
 
@@ -104,8 +104,6 @@ def load_pyrit_labels(root: Path | None = None) -> tuple[list[LabelledResponse],
 
 def labels_from_pairs(path: str, s1: str) -> tuple[list[LabelledResponse], dict]:
     """Harmless rows under the safe system prompt: chosen is safe, rejected unsafe."""
-    from cst_ray.data.pairs import read_pair_file
-
     pairs, st = read_pair_file(path, tasks=("harmless",))
     out = []
     for p in pairs:

