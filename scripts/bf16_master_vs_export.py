@@ -27,10 +27,11 @@ import logging
 import shutil
 from pathlib import Path
 
-import torch
+import torch  # noqa: TID253 (an analysis script: torch is the point)
 
 from cst_ray.config.load import load_config
 from cst_ray.models.resolve import resolve_model
+from cst_ray.stages.evaluate import evaluate
 
 log = logging.getLogger("bf16_master_vs_export")
 
@@ -102,8 +103,6 @@ def load_safetensors(folder: str) -> dict[str, torch.Tensor]:
 
 def evaluate_both(cfg, run_dir: Path, models: dict[str, str], dtype: str) -> dict:
     """The run's evaluation of `models`, decoded in `dtype`, in its own folder (the run's stays)."""
-    from cst_ray.stages.evaluate import evaluate
-
     sub = run_dir / "analysis" / f"eval-{dtype}"
     for stage in ("prompts", "pairs"):  # the same held-out split, and the training prompts to drop
         if not (sub / stage).exists():
