@@ -64,12 +64,15 @@ def save_master(base_path: str, sd: dict, out: Path) -> None:
     AutoTokenizer.from_pretrained(base_path).save_pretrained(out)
 
 
+@torch.no_grad()
 def delta_figures(base: dict, master: dict, export: dict) -> dict:
     """The fine-tuning delta in fp32 against its bf16-rounded form, over every trained matrix."""
     changed = unchanged_after = total = 0
     err2 = true2 = dot = round2 = 0.0
     export_is_rounded_master = True
     for k, m in master.items():
+        if k not in base:  # a tied weight (lm_head = the embeddings), counted once
+            continue
         b = base[k].float()
         d = m - b
         rd = m.bfloat16().float() - b.bfloat16().float()
