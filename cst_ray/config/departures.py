@@ -29,8 +29,9 @@ def paper_departures(cfg: CSTConfig) -> list[str]:
         out.append(f"up to {g.critic.revision_samples} revisions sampled, the first that passes the filters kept "
                    f"(`generation.critic.revision_samples: {g.critic.revision_samples}`)")
     if g.filters.y1_not_harmless or g.filters.y0_refusal:
-        out.append("y0 and y1 selected by refusal patterns: a y0 that refuses and a y1 the refusal judge does not "
-                   "pass are dropped (`generation.filters.y0_refusal`, `generation.filters.y1_not_harmless`)")
+        out.append("y0 and y1 selected by refusal patterns: a y0 that refuses is dropped, and so is a y1 that is no "
+                   "refusal of its own (no refusal phrase, one that goes on to comply, or a restatement of the "
+                   "revision request) (`generation.filters.y0_refusal`, `generation.filters.y1_not_harmless`)")
     if cfg.data.benign_sources:
         out.append(f"benign pairs: (s1, benign question, the policy's answer > a refusal written for another, "
                    f"harmful prompt), from {', '.join(cfg.data.benign_sources)} "
