@@ -64,7 +64,7 @@ class PolicyConfig:
 
 @dataclass
 class SourceSpec:
-    # A builtin ("advbench", "harmbench", "airt", "donotanswer_<risk area>") or a prompt file.
+    # A builtin ("advbench", "rho_harmful", "harmbench", "airt", "donotanswer_<risk area>") or a prompt file.
     name: str = ""
     limit: int = 0  # prompts read from this source (0 = all), before the train / held-out split
 
