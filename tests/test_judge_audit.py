@@ -76,8 +76,11 @@ def test_results_md_tables_are_the_rebuilt_ones():
     import sys
 
     text = (ROOT / "RESULTS.md").read_text()
-    harm = (ROOT / "results" / "audit_2026-12-07" / "harm_vs_refusal.md").read_text().strip("\n")
-    assert _block(text, "<!-- harm_vs_refusal: results/audit_2026-12-07 begin -->", "<!-- harm_vs_refusal: end -->") == harm
+    for folder in sorted((ROOT / "results").glob("audit_20*")):  # every batch's table is shown, as rebuilt
+        harm = (folder / "harm_vs_refusal.md").read_text().strip("\n")
+        begin = f"<!-- harm_vs_refusal: results/{folder.name} begin -->"
+        assert begin in text, f"RESULTS.md shows no harm-vs-refusal table of {folder.name}"
+        assert _block(text, begin, "<!-- harm_vs_refusal: end -->") == harm, folder.name
     table = subprocess.run([sys.executable, str(ROOT / "scripts" / "judge_audit_figures.py"), "--table"],
                            capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip("\n")
     assert _block(text, "<!-- judge_audit_table: begin -->", "<!-- judge_audit_table: end -->") == table
