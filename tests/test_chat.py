@@ -15,7 +15,7 @@ import pytest
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT, SystemPrompts
 from cst_ray.engines.base import Completion
 from cst_ray.generation.chat import PROMPT, ChatSession, handle, repl
-from tests.conftest import ROOT
+from conftest import ROOT
 
 
 class _Echo:
@@ -155,7 +155,7 @@ def test_one_shot_prints_the_answer_and_exits(tmp_path, tiny_model_path):
 
 
 def test_chat_needs_a_model():
-    from tests.conftest import run_cli
+    from conftest import run_cli
 
     p = run_cli(["chat", "--prompt", "hi"], timeout=120)
     assert p.returncode == 2 and "--model" in p.stderr

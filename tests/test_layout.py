@@ -34,3 +34,22 @@ def test_architecture_md_names_every_module():
     missing = [str(f.relative_to(root)) for f in sorted((root / "cst_ray").rglob("*.py"))
                if f.name != "__init__.py" and not re.search(rf"\b{re.escape(f.stem)}\b", text)]
     assert missing == [], missing
+
+
+def test_the_product_config_holds_no_fault_hooks():
+    """Fault injection is the tests' (core/faults.py, read from CST_RAY_FAULTS only): no config
+    section or key a user can set names a fault, a crash or an injection."""
+    import dataclasses
+
+    from cst_ray.config.schema import CSTConfig
+
+    def keys(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            yield prefix + f.name
+            if dataclasses.is_dataclass(value):
+                yield from keys(value, prefix + f.name + ".")
+
+    every = list(keys(CSTConfig()))
+    assert len(every) > 100  # the walk reached the nested sections
+    assert [k for k in every if any(w in k.lower() for w in ("fault", "crash", "inject", "kill"))] == []
