@@ -11,11 +11,11 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT
 
 from cst_ray.config.schema import S0_DEFAULT, S1_DEFAULT, SystemPrompts
 from cst_ray.engines.base import Completion
 from cst_ray.generation.chat import PROMPT, ChatSession, handle, repl
-from conftest import ROOT
 
 
 class _Echo:

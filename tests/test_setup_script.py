@@ -7,7 +7,6 @@ import stat
 import subprocess
 
 import pytest
-
 from conftest import ROOT
 
 FAKE_PYTHON = '#!/bin/sh\necho "$*" >> "$(dirname "$0")/../calls.log"\n'
