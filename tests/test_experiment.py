@@ -65,6 +65,6 @@ def test_experiment_report(tmp_path):
                    f"pairs.extra_tasks=[{json.dumps(str(data))}]", "data.eval_limit=3",
                    "eval.capability_tasks=[arc_easy]", "eval.capability_limit=6", "eval.examples_per_variant=1"])
     assert res.returncode == 0, res.stderr[-4000:]
-    assert "settings changed" in res.stderr + res.stdout
+    assert "capability: made with other settings" in res.stderr + res.stdout
     for m in ("base", "dpo", "cst"):
         assert json.loads((run / "capability" / f"{m}.json").read_text())["arc_easy"]["n"] == 6

@@ -240,3 +240,29 @@ def test_summary_splits_each_stage_into_its_parts(tmp_path):
     assert rows["&nbsp;&nbsp;cst: 2 training steps"] == "70.0"
     assert rows["&nbsp;&nbsp;cst: export"] == "5.0"
     assert rows["&nbsp;&nbsp;cst: workers' start, model load"] == "15.0"
+
+
+def test_the_capability_stage_is_reused_with_its_settings_and_redone_without(tmp_path, monkeypatch):
+    """issue 26: the experiment's capability scores are a stage like the others (stats.json with
+    the settings they depend on), not a cache of their own."""
+    from cst_ray.config.load import config_from_dict
+    from cst_ray.stages import capability as stage
+
+    scored = []
+    monkeypatch.setattr(stage, "load_tasks", lambda tasks, limit, seed: {"items": limit})
+    monkeypatch.setattr(stage, "capability_scores", lambda path, items, seed, samples: scored.append(path) or
+                        {"arc_easy": {"value": 0.5, "n": items["items"], "correct": "10"}})
+    models = {"base": "/m/base", "cst": "/m/cst"}
+
+    def run(*overrides):
+        cfg = config_from_dict({}, overrides=[f"run_dir={tmp_path}", "eval.capability_tasks=[arc_easy]", *overrides])
+        return stage.capability(cfg, models)
+
+    first = run("eval.capability_limit=8")
+    assert scored == ["/m/base", "/m/cst"] and (tmp_path / "capability" / "stats.json").is_file()
+    assert first["cst"]["arc_easy"]["delta_vs_base"]["value"] == 0.0
+    assert run("eval.capability_limit=8")["base"]["arc_easy"]["n"] == 8 and len(scored) == 2  # reused
+    assert run("eval.capability_limit=6")["base"]["arc_easy"]["n"] == 6 and len(scored) == 4  # redone
+    assert (tmp_path / "capability.replaced").is_dir()
+    run("eval.capability_limit=6", "train.lr=1e-4")  # other models: scored again
+    assert len(scored) == 6

@@ -21,7 +21,10 @@ _SECTIONS = {
     "pairs": ("data", "model", "prompts", "generation", "pairs", "policies"),
     "train": ("data", "model", "prompts", "generation", "pairs", "policies", "train"),
     "evaluate": ("data", "model", "prompts", "generation", "pairs", "policies", "train", "eval"),
+    "capability": ("data", "model", "prompts", "generation", "pairs", "policies", "train"),
 }
+# Keys outside those sections a stage's outputs depend on (the experiment's capability stage: its tasks).
+_OWN_KEYS = {"capability": ("eval.capability_tasks", "eval.capability_limit", "eval.bootstrap_samples")}
 # Settings of how a stage runs, not of what it makes.
 _RUNTIME = ("generation.pool.", "generation.progress_interval_s", "generation.rows_per_shard",
             "train.storage_path", "train.keep_checkpoints", "train.max_failures", "train.checkpoint_every",
@@ -35,6 +38,7 @@ _FILE_KEYS = {
     "pairs": ("pairs.extra_tasks",),
     "train": (),
     "evaluate": ("eval.unseen_sources",),
+    "capability": (),
 }
 
 
@@ -56,6 +60,8 @@ def stage_inputs(cfg: CSTConfig, name: str) -> dict:
     tree = to_dict(cfg)
     flat = flatten({s: tree[s] for s in _SECTIONS[name]})
     flat = {k: v for k, v in flat.items() if not k.startswith(_RUNTIME)}
+    every = flatten(tree)
+    flat.update({k: every[k] for k in _OWN_KEYS.get(name, ())})
     flat.update(_input_files(cfg, name))
     flat["cst_ray.version"] = _version()
     return json.loads(json.dumps(flat))
