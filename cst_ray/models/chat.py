@@ -1,5 +1,7 @@
 """One way to put a conversation through a model's chat template, for every part of cst-ray
-(generation engines, training tokenization, the reference pass).
+(generation engines, training tokenization, the reference pass, the extra tasks' scoring):
+`chat_text`, and the token ids of a (system, user) prompt and of an answer after it
+(`prompt_ids`, `response_ids`), which training and evaluation both score.
 
 A template that rejects the system role (Gemma 2's raises), or silently drops it, gets the
 system prompt folded into the first user turn, "<system>\\n\\n<user>": the usual convention for
@@ -62,3 +64,28 @@ def chat_text(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -
     """The template's text for `messages`, with the system prompt folded where it must be."""
     msgs = fold_system(messages) if folds_system(tokenizer) else messages
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+class NotAPrefixError(ValueError):
+    """The template renders the prompt differently once an answer follows it."""
+
+
+def prompt_ids(tok, system: str, user: str) -> list[int]:
+    """Token ids of [system, user] with the generation prompt (the context an answer follows)."""
+    msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return tok(chat_text(tok, msgs, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+
+
+def response_ids(tok, system: str, user: str, response: str) -> list[int]:
+    """Token ids of the assistant turn `response` after `prompt_ids(tok, system, user)`: the
+    template's text of the whole conversation less the prompt's, with its end-of-turn token (EOS
+    added where the template has none)."""
+    msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    prompt_text = chat_text(tok, msgs, add_generation_prompt=True)
+    full_text = chat_text(tok, msgs + [{"role": "assistant", "content": response}], add_generation_prompt=False)
+    if not full_text.startswith(prompt_text):
+        raise NotAPrefixError("the chat template does not render the prompt as a prefix of prompt + answer")
+    ids = tok(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids = ids + [tok.eos_token_id]  # templates without an end-of-turn token
+    return ids

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cst_ray.models.chat import chat_text
+from cst_ray.models.chat import NotAPrefixError, prompt_ids, response_ids
 
 ELLIPSIS = " [...] "
 
@@ -48,27 +48,6 @@ class TokenizeStats:
         }
 
 
-class NotAPrefixError(ValueError):
-    """The template renders the prompt differently once an answer follows it."""
-
-
-def _render_prompt(tok, system: str, user: str) -> list[int]:
-    msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    return tok(chat_text(tok, msgs, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
-
-
-def _render_response(tok, system: str, user: str, response: str) -> list[int]:
-    msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    prompt_text = chat_text(tok, msgs, add_generation_prompt=True)
-    full_text = chat_text(tok, msgs + [{"role": "assistant", "content": response}], add_generation_prompt=False)
-    if not full_text.startswith(prompt_text):
-        raise NotAPrefixError("the chat template does not render the prompt as a prefix of prompt + answer")
-    ids = tok(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
-    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
-        ids = ids + [tok.eos_token_id]  # templates without an end-of-turn token
-    return ids
-
-
 def _cut_middle(tok, text: str, drop: int) -> str:
     ids = tok(text, add_special_tokens=False)["input_ids"]
     keep = max(len(ids) - drop, 0)
@@ -83,9 +62,9 @@ def tokenize_pair(tok, system: str, prompt: str, chosen: str, rejected: str, *, 
     system prompt alone does not fit (counted in `stats.skipped`)."""
     stats = stats if stats is not None else TokenizeStats()
     stats.rows += 1
-    p = _render_prompt(tok, system, prompt)
-    c = _render_response(tok, system, prompt, chosen)
-    r = _render_response(tok, system, prompt, rejected)
+    p = prompt_ids(tok, system, prompt)
+    c = response_ids(tok, system, prompt, chosen)
+    r = response_ids(tok, system, prompt, rejected)
     longest = max(len(c), len(r))
     if len(p) + longest > max_length:
         budget = max_length - len(p)
@@ -104,7 +83,7 @@ def tokenize_pair(tok, system: str, prompt: str, chosen: str, rejected: str, *, 
                 if over <= 0:
                     break
                 user = _cut_middle(tok, user, over + 8)
-                p = _render_prompt(tok, system, user)
+                p = prompt_ids(tok, system, user)
             if len(p) > target:
                 stats.skipped["system_prompt_too_long"] = stats.skipped.get("system_prompt_too_long", 0) + 1
                 return None
