@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from cst_ray.core.errors import ConfigError, InputDataError, MissingDependencyError
 from cst_ray.data.sources import olmo_datasets_root
+from cst_ray.evaluation.loglik import continuation_logps
 from cst_ray.evaluation.metrics import bootstrap_share
 
 TASK_FILES = {
@@ -86,31 +87,16 @@ def load_task(task: str, limit: int = 0, seed: int = 0) -> list[MCItem]:
 
 def score_items(model, tok, items: list[MCItem], batch_size: int = 16) -> list[bool]:
     """True where the highest per-token log-likelihood continuation is the answer."""
-    import torch
-
-    seqs: list[tuple[int, int, list[int], int]] = []  # (item, choice, ids, n_context)
+    keys: list[tuple[int, int]] = []  # (item, choice) of each sequence
+    seqs: list[tuple[list[int], int]] = []  # (ids, n_context)
     for i, it in enumerate(items):
         ctx = tok(it.context, add_special_tokens=False)["input_ids"]
         for j, c in enumerate(it.choices):
             cont = tok(it.context + c, add_special_tokens=False)["input_ids"][len(ctx):] or tok(c, add_special_tokens=False)["input_ids"]
-            seqs.append((i, j, ctx + cont, len(ctx)))
-    scores: dict[tuple[int, int], float] = {}
-    order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][2]))
+            keys.append((i, j))
+            seqs.append((ctx + cont, len(ctx)))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    with torch.no_grad():
-        for s in range(0, len(order), batch_size):
-            chunk = [seqs[k] for k in order[s:s + batch_size]]
-            T = max(len(c[2]) for c in chunk)
-            ids = torch.full((len(chunk), T), pad, dtype=torch.long)
-            att = torch.zeros((len(chunk), T), dtype=torch.long)
-            for b, (_, _, x, _) in enumerate(chunk):
-                ids[b, : len(x)] = torch.tensor(x)
-                att[b, : len(x)] = 1
-            logits = model(input_ids=ids.to(model.device), attention_mask=att.to(model.device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None].to(model.device)).squeeze(2)
-            for b, (i, j, x, nctx) in enumerate(chunk):
-                cont = logp[b, nctx - 1 : len(x) - 1]
-                scores[(i, j)] = float(cont.mean())
+    scores = {key: float(lp.mean()) for key, lp in zip(keys, continuation_logps(model, seqs, pad, batch_size))}
     return [max(range(len(it.choices)), key=lambda j: scores[(i, j)]) == it.answer for i, it in enumerate(items)]
 
 
