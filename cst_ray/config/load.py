@@ -294,6 +294,9 @@ def _validate_training(cfg: CSTConfig, need: Callable[[bool, str, str], None]) -
     need(cfg.data.benign_limit >= 0, "data.benign_limit", "must be >= 0")
     need(cfg.pairs.use_generated or bool(cfg.pairs.extra_tasks), "pairs.extra_tasks",
          "is empty while pairs.use_generated is false: there would be no pairs to train on")
+    need(0.0 <= cfg.pairs.extra_tasks_eval_fraction < 1.0, "pairs.extra_tasks_eval_fraction",
+         "must be in [0, 1): the share of the extra tasks' prompts held out of training")
+    need(cfg.eval.extra_tasks_limit >= 0, "eval.extra_tasks_limit", "must be >= 0 (0 = all held-out rows)")
     need(cfg.pairs.reference_dtype in ("auto", "float32", "bfloat16", "float16"), "pairs.reference_dtype",
          "must be auto, float32, bfloat16 or float16")
 

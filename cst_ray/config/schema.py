@@ -217,6 +217,10 @@ class PairsConfig:
     extra_tasks_select: list[str] = field(default_factory=list)
     # Per file: keep the rows of the first N distinct prompts (0 = all); mirrored s1/s0 rows stay together.
     extra_tasks_limit: int = 0
+    # Share of the extra tasks' prompts held out of training (by a hash of the prompt: the rows of
+    # one prompt stay together), on which the evaluate stage scores every model's preference for
+    # chosen over rejected (eval.extra_tasks_limit). 0 = every row trains, nothing is measured.
+    extra_tasks_eval_fraction: float = 0.0
     # False: skip generation and train only on `extra_tasks` (e.g. the author's released CST
     # data set); the held-out evaluation prompts still come from `data.source`.
     use_generated: bool = True
@@ -344,6 +348,9 @@ class EvalConfig:
     # any of arc_easy, arc_challenge, hellaswag, mmlu; [] = off. Same subset for every model.
     capability_tasks: list[str] = field(default_factory=list)
     capability_limit: int = 200  # items per task (0 = all)
+    # Held-out rows of pairs.extra_tasks (pairs.extra_tasks_eval_fraction) scored per task for every
+    # model: the share with log p(chosen) > log p(rejected) given (system, prompt). 0 = all of them.
+    extra_tasks_limit: int = 64
     examples_per_variant: int = 3  # example answers per model and system prompt in the report
     aims: AimsConfig = field(default_factory=AimsConfig)
 

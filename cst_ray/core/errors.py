@@ -18,13 +18,18 @@ class ConfigError(CSTError):
 
 
 class InputDataError(CSTError):
-    """A bad input file or row. `row` is 1-based (the data row, headers not counted)."""
+    """A bad input file or row. `row` is 1-based (the data row, headers not counted); `key`, where
+    given, is the config key that names the file."""
 
-    def __init__(self, message: str, *, file: str, row: int | None = None, field: str | None = None):
+    def __init__(self, message: str, *, file: str, row: int | None = None, field: str | None = None,
+                 key: str | None = None):
+        self.message = message
         self.file = file
         self.row = row
         self.field = field
-        parts = [f"file {file}"]
+        self.key = key
+        parts = [f"key {key}"] if key else []
+        parts.append(f"file {file}")
         if row is not None:
             parts.append(f"row {row}")
         if field is not None:

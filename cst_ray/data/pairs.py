@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from cst_ray.core.errors import InputDataError
 from cst_ray.data.refusals import is_degenerate, is_refusal
-from cst_ray.data.sources import SourceStats, check_not_empty, iter_rows
+from cst_ray.data.sources import SourceStats, check_not_empty, in_eval_split, iter_rows, stable_id
 
 PAIR_FIELDS = ("id", "pair_of", "system", "prompt", "chosen", "rejected", "task")
 PAIR_SCHEMA = pa.schema([(f, pa.string()) for f in PAIR_FIELDS])
@@ -61,14 +61,24 @@ def _skip_reason(pair: dict, task: str, tasks: tuple[str, ...]) -> str:
     return ""
 
 
-def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) -> tuple[list[dict], SourceStats]:
+def extra_row_heldout(prompt: str, fraction: float, seed: int = 0) -> bool:
+    """Whether an extra-task row is held out of training for evaluation
+    (`pairs.extra_tasks_eval_fraction`): a hash of its prompt alone, so every row of one prompt
+    (the s1 and s0 sides of a mirrored pair, an honest and a persona answer) is on the same side."""
+    return in_eval_split(stable_id("extra_tasks", prompt), fraction, seed)
+
+
+def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = (), heldout_fraction: float = 0.0,
+                   seed: int = 0) -> tuple[list[dict], SourceStats]:
     """Read a pair file (JSON/JSONL/Parquet/CSV with system, prompt, chosen, rejected[, task]).
 
     This reads the author's released CST data set as is. Rows with an empty chosen or
     rejected, or chosen == rejected, are skipped and counted; so are rows of tasks not in
-    `tasks` (when given). `limit` keeps the rows of the first `limit` distinct prompts, so
-    both sides of a mirrored pair (same prompt, s1 and s0) stay together. A file that cannot
-    be read, a bad row, and a file that leaves no pair (no rows, all skipped) are errors.
+    `tasks` (when given), and the rows held out for evaluation (`extra_row_heldout` with
+    `heldout_fraction` and `seed`; 0 = none). `limit` keeps the rows of the first `limit`
+    distinct prompts left, so both sides of a mirrored pair (same prompt, s1 and s0) stay
+    together. A file that cannot be read, a bad row, and a file that leaves no pair (no rows,
+    all skipped) are errors.
     """
     name, file, rows = iter_rows(path, kind="pair file")
     # ids unique across files: two files named alike in different folders must not share ids
@@ -82,6 +92,8 @@ def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) ->
         pair = _pair_row(obj, file=file, row=row_no)
         task = str(obj.get("task") or "extra")
         reason = _skip_reason(pair, task, tasks)
+        if not reason and heldout_fraction and extra_row_heldout(pair["prompt"], heldout_fraction, seed):
+            reason = "held_out_for_eval"
         if not reason and limit and pair["prompt"] not in prompts_kept and len(prompts_kept) >= limit:
             reason = "beyond_prompt_limit"
         if reason:
@@ -93,6 +105,13 @@ def read_pair_file(path: str, *, limit: int = 0, tasks: tuple[str, ...] = ()) ->
     stats.kept = len(out)
     check_not_empty(stats, file, "pairs")
     return out, stats
+
+
+def heldout_pair_rows(path: str, *, fraction: float, tasks: tuple[str, ...] = (), seed: int = 0) -> list[dict]:
+    """The rows of a pair file that `read_pair_file(..., heldout_fraction=fraction, seed=seed)`
+    holds out of training, with the same ids, in file order (no prompt limit)."""
+    rows, _ = read_pair_file(path, tasks=tasks)
+    return [r for r in rows if extra_row_heldout(r["prompt"], fraction, seed)]
 
 
 FALLBACK_REFUSAL = "I'm sorry, but I can't help with that."

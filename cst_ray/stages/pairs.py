@@ -37,7 +37,8 @@ def build_pairs(cfg: CSTConfig) -> dict:
     rows.sort(key=lambda r: r["id"])
     extra, extra_stats = [], {}
     for path in cfg.pairs.extra_tasks:
-        e, st = read_pair_file(path, limit=cfg.pairs.extra_tasks_limit, tasks=tuple(cfg.pairs.extra_tasks_select))
+        e, st = read_pair_file(path, limit=cfg.pairs.extra_tasks_limit, tasks=tuple(cfg.pairs.extra_tasks_select),
+                               heldout_fraction=cfg.pairs.extra_tasks_eval_fraction, seed=cfg.data.seed)
         extra.extend(e)
         extra_stats[path] = st.as_dict()
     out.mkdir(parents=True, exist_ok=True)

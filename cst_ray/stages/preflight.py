@@ -58,6 +58,8 @@ def _eval(cfg: CSTConfig, models: dict) -> dict:
     out: dict = {"judge": e.judge}
     if e.benign_limit:
         out["eval_benign"] = read_prompts(e.benign_source)[1].as_dict()
+    if cfg.pairs.extra_tasks_eval_fraction:  # their held-out rows are scored for every model
+        out.update(check_pairs(cfg, models))
     if e.unseen_sources:
         out["eval_unseen_sources"] = {s: read_prompts(s)[1].as_dict() for s in e.unseen_sources}
     if e.judge in ("llm", "cascade") and e.judge_model:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.core import storage
-from cst_ray.core.errors import ConfigError
+from cst_ray.core.errors import ConfigError, InputDataError
 from cst_ray.data.constitution import load_constitution
 from cst_ray.data.pairs import read_pair_file
 from cst_ray.data.policies import check_policy_categories
@@ -62,8 +62,13 @@ def check_generation(cfg: CSTConfig, models: dict) -> dict:
 
 
 def check_pairs(cfg: CSTConfig, models: dict) -> dict:
-    """The extra pair files the pairs stage reads, read in full."""
-    p = cfg.pairs
-    extra = {f: read_pair_file(f, limit=p.extra_tasks_limit, tasks=tuple(p.extra_tasks_select))[1].as_dict()
-             for f in p.extra_tasks}
+    """The extra pair files the pairs stage reads (and the evaluate stage, for their held-out
+    rows), read in full; an error names the key `pairs.extra_tasks` and the file."""
+    p, extra = cfg.pairs, {}
+    for f in p.extra_tasks:
+        try:
+            extra[f] = read_pair_file(f, limit=p.extra_tasks_limit, tasks=tuple(p.extra_tasks_select),
+                                      heldout_fraction=p.extra_tasks_eval_fraction, seed=cfg.data.seed)[1].as_dict()
+        except InputDataError as e:
+            raise InputDataError(e.message, file=e.file, row=e.row, field=e.field, key="pairs.extra_tasks") from None
     return {"extra_tasks": extra}
