@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cst_ray.config.schema import CSTConfig
 from cst_ray.data.policies import policy_wordings
@@ -24,6 +26,12 @@ def seeded_order(table: pa.Table, seed: int) -> pa.Table:
 
 def _norm_prompt(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def pair_file_prompts(files: list[Path]) -> list[str]:
+    """The prompts of the pair tables among `files` that exist: the run's training prompts (extra
+    pair files can hold the same prompts as `data.source`, e.g. the author's set is built on AdvBench)."""
+    return [p for f in files if f.is_file() for p in pq.read_table(f, columns=["prompt"]).column("prompt").to_pylist()]
 
 
 def without_prompts(rows: list[dict], prompts: list[str]) -> tuple[list[dict], int]:

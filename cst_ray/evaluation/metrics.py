@@ -47,6 +47,11 @@ def bootstrap_share(hits: list[bool], samples: int = 1000, seed: int = 0) -> Sco
     return _bootstrap_mean(np.asarray(hits, dtype=np.float64), samples, seed)
 
 
+def bootstrap_mean(values: list[float], samples: int = 1000, seed: int = 0) -> Score:
+    """Mean of `values`, with a percentile bootstrap 95% interval."""
+    return _bootstrap_mean(np.asarray(values, dtype=np.float64), samples, seed)
+
+
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of the share k/n -> (lo, hi); (nan, nan) when n is 0."""
     if n == 0:

@@ -24,6 +24,7 @@ from cst_ray.core.stats import read_metrics
 from cst_ray.data.sources import source_names
 from cst_ray.evaluation.audit import audit_line
 from cst_ray.evaluation.claims import ScoreNames, score_names
+from cst_ray.evaluation.extra_tasks import extra_tasks_markdown
 from cst_ray.evaluation.metrics import share_text
 from cst_ray.evaluation.variants import BENIGN_VARIANT
 
@@ -124,6 +125,7 @@ def _safety_section(report: dict) -> list[str]:
         md += ["", f"Unseen source: {u['n']} harmful requests of `{', '.join(u['sources'])}`, a source no training "
                "pair comes from, under s1 and the training s0.", ""]
         md += _table(["model", "S1", "S0"], [[m, _fmt(s["S1"]), _fmt(s["S0"])] for m, s in u["scores"].items()])
+    md += extra_tasks_markdown(report)
     if report.get("degenerate_share"):
         dv = sorted({v for d in report["degenerate_share"].values() for v in d})
         md += ["", "Share of degenerate answers (one word >= 30% of the words, < 20% distinct words, a list-number "

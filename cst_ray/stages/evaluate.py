@@ -16,7 +16,8 @@ from cst_ray.core.files import atomic_write_table, atomic_write_text
 from cst_ray.core.ray_env import init_ray
 from cst_ray.dataio.shards import read_shards
 from cst_ray.evaluation.eval_json import eval_json, policy_eval_json
-from cst_ray.evaluation.eval_set import benign_prompts, eval_table, unseen_prompts, without_prompts
+from cst_ray.evaluation.eval_set import benign_prompts, eval_table, pair_file_prompts, unseen_prompts, without_prompts
+from cst_ray.evaluation.extra_tasks import evaluate_extra_tasks
 from cst_ray.evaluation.judges.base import Judge
 from cst_ray.evaluation.judges.build import build_judge
 from cst_ray.evaluation.labelling import label_answers
@@ -39,22 +40,11 @@ def _build_eval_judge(cfg: CSTConfig) -> Judge:
                        trust_remote_code=cfg.model.trust_remote_code, question=e.judge_question)
 
 
-def _training_prompts(cfg: CSTConfig) -> list[str]:
-    """The prompts of the run's CST and DPO pairs (extra pair files can hold the same prompts as
-    `data.source`, e.g. the author's set is built on AdvBench)."""
-    prompts: list[str] = []
-    for mode in ("cst", "dpo"):
-        f = stage_dir(cfg, "pairs") / f"{mode}.parquet"
-        if f.is_file():
-            prompts += pq.read_table(f, columns=["prompt"]).column("prompt").to_pylist()
-    return prompts
-
-
 def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
     """Answer held-out prompts under each system prompt, judge, and score S1 / S0 per model."""
     prepare_prompts(cfg)
     out = stage_dir(cfg, "evaluate")
-    trained = _training_prompts(cfg)
+    trained = pair_file_prompts([stage_dir(cfg, "pairs") / f"{mode}.parquet" for mode in ("cst", "dpo")])
     held, seen = without_prompts(pq.read_table(stage_dir(cfg, "prompts") / "eval.parquet").to_pylist(), trained)
     if not held:
         raise StageError("no held-out prompts: raise data.eval_fraction (config key data.eval_fraction)"
@@ -73,6 +63,7 @@ def evaluate(cfg: CSTConfig, models: dict[str, str] | None = None) -> dict:
         per_model[name] = score_model(cfg, name, labelled, n_harmful, table, benign=bool(benign))
     report = (policy_eval_json(cfg, held, seen, per_model) if cfg.policies
               else eval_json(cfg, judge, held, seen, per_model, benign=bool(benign), unseen=(len(unseen), unseen_seen)))
+    report |= evaluate_extra_tasks(cfg, models)  # {} unless pairs.extra_tasks_eval_fraction holds rows out
     atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
     write_stage_stats(cfg, "evaluate", {"generation": gen_stats, "models": list(models), "benign_prompts": len(benign)})
     return report

@@ -8,6 +8,7 @@ from cst_ray.config.schema import CSTConfig
 from cst_ray.evaluation.aims import tuned_model
 from cst_ray.evaluation.audit import audit_line
 from cst_ray.evaluation.claims import score_names
+from cst_ray.evaluation.extra_tasks import extra_tasks_markdown
 from cst_ray.evaluation.metrics import share_text as _share
 from cst_ray.stages.stage_times import stage_time_rows
 from cst_ray.stages.summary import machine_lines
@@ -82,6 +83,7 @@ def policy_summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict, reu
               "|---|" + "---|" * len(pol["models"])]
     lines += [f"| {p.name} | " + " | ".join(_share(m["over_refusal"].get(p.name)) for m in pol["models"].values()) + " |"
               for p in cfg.policies]
+    lines += extra_tasks_markdown(report)
     rows = policy_aims(cfg, report)
     lines += ["", f"## Policy aims: {sum(r['met'] for r in rows)} of {len(rows)} met", "",
               "| aim | target | tuned | base | met |", "|---|---|---|---|---|"]

@@ -10,6 +10,7 @@ from cst_ray.core.precision import cpu_flags, cpu_summary, resolve_precision
 from cst_ray.evaluation.aims import aims_markdown, count_text, verdict_line
 from cst_ray.evaluation.audit import audit_line
 from cst_ray.evaluation.claims import score_names
+from cst_ray.evaluation.extra_tasks import extra_tasks_markdown
 from cst_ray.stages.stage_times import stage_time_rows
 
 
@@ -44,6 +45,7 @@ def summary_markdown(cfg: CSTConfig, report: dict, stage_times: dict, reused: li
         lines += [f"| {m} | " + " | ".join(f"{s[k]['value']:.2f} [{s[k]['ci95'][0]:.2f}, {s[k]['ci95'][1]:.2f}] "
                                             f"({count_text(s[k])})" for k in ("S1", "S0")) + " |"
                   for m, s in u["scores"].items()]
+    lines += extra_tasks_markdown(report)
     lines += [""] + aims_markdown(cfg, report) + [verdict_line(cfg, report), ""]
     lines += ["System prompts:", ""] + [f"- `{k}`: {v}" for k, v in report["variants"].items()] + [""]
     lines += departures_markdown(cfg)[:-1]
