@@ -17,6 +17,37 @@ def test_chunked_matches_naive_and_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b: chunked_token_logps(a, b, t, 8), (h, w))
 
 
+def test_chunked_under_bf16_autocast_matches_autocast_autograd():
+    """train.precision: bf16-mixed. fp32 hidden states and head, the forward under CPU autocast:
+    the head's matmul runs in bf16 (as autocast's own matmul), and the backward -- which autograd
+    runs without autocast -- uses the same bf16 matmul rather than failing on mixed dtypes."""
+    torch.manual_seed(0)
+    h0, w0 = torch.randn(37, 16), torch.randn(50, 16)
+    t = torch.randint(0, 50, (37,))
+    g = torch.randn(37)
+    grads = []
+    for fn in (lambda a, b: chunked_token_logps(a, b, t, 8), lambda a, b: naive_token_logps_bf16(a, b, t)):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(h, w)
+        assert out.dtype == torch.float32
+        (out * g).sum().backward()
+        assert h.grad.dtype == w.grad.dtype == torch.float32
+        grads.append((out.detach(), h.grad, w.grad))
+    (o1, gh1, gw1), (o2, gh2, gw2) = grads
+    assert torch.allclose(o1, o2, atol=1e-4)  # the same bf16 logits, fp32 log-softmax
+    assert torch.allclose(gh1, gh2, rtol=0.02, atol=0.02) and torch.allclose(gw1, gw2, rtol=0.02, atol=0.02)
+    with torch.no_grad():  # and bf16, not fp32, is what it computed
+        fp32 = naive_token_logps(h0, w0, t)
+    assert not torch.allclose(o1, fp32, atol=1e-4)
+
+
+def naive_token_logps_bf16(h, w, t):
+    """What autocast does with a plain head: bf16 matmul, log-softmax in fp32."""
+    logits = (h @ w.t()).float()
+    return logits.log_softmax(-1).gather(1, t[:, None]).squeeze(1)
+
+
 def test_policy_logprobs_equal_full_logits(tiny_model_path, tokenizer):
     from transformers import AutoModelForCausalLM
 

@@ -155,6 +155,29 @@ def test_lora_zero3_overfits(ray_local, tiny_model_path, tmp_path):
     assert (Path(st["model_dir"]) / "model.safetensors").is_file()
 
 
+def test_bf16_mixed_trains_fp32_weights_under_autocast(ray_local, tiny_model_path, tmp_path):
+    """train.precision: bf16-mixed -- fp32 weights, Adam and export; the forward (and the workers'
+    reference pass) under bf16 autocast, so the first loss is still exactly log 2."""
+    from safetensors import safe_open
+
+    from cst_ray.training.optim import deepspeed_config
+
+    cfg = _cfg(tmp_path, precision="bf16-mixed")
+    ds = deepspeed_config(cfg.train)
+    assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and not ds["bf16"]["enabled"]
+    st, m = _train(tmp_path / "mixed", _pairs(2), tiny_model_path, max_steps=6, epochs=6, precision="bf16-mixed",
+                   reference="worker_precompute")
+    fp32_st, fp32_m = _train(tmp_path / "fp32", _pairs(2), tiny_model_path, max_steps=1, precision="fp32",
+                             reference="worker_precompute")
+    losses = [x["loss"] for x in m]
+    assert losses[0] == pytest.approx(0.693147, abs=1e-5) and m[0]["reference/step1_max_abs_diff"] == 0.0
+    assert losses[-1] < losses[0] - 0.05, losses
+    # the autocast forward is bf16's, not fp32's: its log-probs differ from the fp32 run's
+    assert m[0]["logps/chosen"] != pytest.approx(fp32_m[0]["logps/chosen"], abs=1e-4)
+    with safe_open(str(Path(st["model_dir"]) / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_whole_job_resume(tmp_path, tiny_model_path, where, request):
     """Kill the whole job (driver + Ray) after a checkpoint; a re-run continues, not restarts.

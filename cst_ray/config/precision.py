@@ -50,7 +50,7 @@ def _warn_emulated(engine_dtype: str, train_precision: str, train_gpu: bool, eng
     if choice.bf16:
         return
     slow = [k for k, on_cpu, bf16 in (("generation.engine.dtype", engine_gpus <= 0, engine_dtype == "bfloat16"),
-                                       ("train.precision", not train_gpu, train_precision == "bf16")) if on_cpu and bf16]
+                                       ("train.precision", not train_gpu, train_precision.startswith("bf16"))) if on_cpu and bf16]
     if slow:
         log.warning(f"{' and '.join(slow)} set to bf16 on a CPU without native bf16 ({choice.reason}): bf16 is "
                     f"emulated here, about 5x slower than fp32; set them to auto or fp32/float32")

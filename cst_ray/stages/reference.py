@@ -21,7 +21,8 @@ def reference_dtype(cfg: CSTConfig) -> str:
     """`pairs.reference_dtype`, with "auto" resolved to the training precision."""
     if cfg.pairs.reference_dtype != "auto":
         return cfg.pairs.reference_dtype
-    return {"bf16": "bfloat16", "fp32": "float32"}.get(cfg.train.precision, "auto")  # auto: chosen on the actor
+    # bf16-mixed: the fp32 weights (the Ray Data pass has no autocast: the first loss is off log 2 by bf16 noise)
+    return {"bf16": "bfloat16", "fp32": "float32", "bf16-mixed": "float32"}.get(cfg.train.precision, "auto")
 
 
 def add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path) -> tuple[dict, dict]:

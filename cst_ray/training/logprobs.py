@@ -78,44 +78,54 @@ def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, he
     return t * head.softcap, t
 
 
+def _matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The LM-head matmul's dtype: autocast's where it is on (train.precision: bf16-mixed), else
+    the hidden states'. The backward, which autograd runs without autocast, reuses it."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+
+
 class _ChunkedTokenLogProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
                 chunk: int, head: HeadTransform) -> torch.Tensor:
         acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for gradcheck
+        mm = _matmul_dtype(hidden)
+        w, b = weight.to(mm), (bias.to(mm) if bias is not None else None)
         out = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)
         lse = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)  # [M], kept for backward
         for s in range(0, hidden.shape[0], chunk):
-            logits, _ = _logits(hidden[s : s + chunk], weight, bias, head, acc)
+            logits, _ = _logits(hidden[s : s + chunk].to(mm), w, b, head, acc)
             lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
             out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1) - lse[s : s + chunk]
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
-        ctx.chunk, ctx.head = chunk, head
+        ctx.chunk, ctx.head, ctx.mm = chunk, head, mm
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         hidden, weight, bias, targets, lse = ctx.saved_tensors
-        chunk, head = ctx.chunk, ctx.head
+        chunk, head, mm = ctx.chunk, ctx.head, ctx.mm  # backward runs without autocast: the forward's matmul dtype
+        w, b = weight.to(mm), (bias.to(mm) if bias is not None else None)
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros(weight.shape, dtype=grad_out.dtype, device=weight.device) if ctx.needs_input_grad[1] else None
         grad_b = torch.zeros(bias.shape, dtype=grad_out.dtype, device=bias.device) \
             if bias is not None and ctx.needs_input_grad[2] else None
         for s in range(0, hidden.shape[0], chunk):
-            h = hidden[s : s + chunk]
+            h = hidden[s : s + chunk].to(mm)
             g_out = grad_out[s : s + chunk]
             # d/dlogits of (logit[target] - logsumexp) = onehot - softmax; softmax = exp(logits - lse)
             # from the forward's lse, computed in place: one [chunk, V] buffer
-            logits, t = _logits(h, weight, bias, head, g_out.dtype)
+            logits, t = _logits(h, w, b, head, g_out.dtype)
             g = logits.sub_(lse[s : s + chunk, None]).exp_().mul_(-g_out[:, None])
             g.scatter_add_(1, targets[s : s + chunk, None], g_out[:, None])
             if t is not None:  # through cap * tanh(z / cap): dz = 1 - tanh^2
                 g.mul_(1 - t * t)
             if head.scale != 1.0:
                 g.mul_(head.scale)
-            g = g.to(hidden.dtype)
+            g = g.to(mm)
             if grad_h is not None:
-                grad_h[s : s + chunk] = g @ weight
+                grad_h[s : s + chunk] = (g @ w).to(hidden.dtype)
             if grad_w is not None:
                 grad_w += (g.t() @ h).to(grad_w.dtype)
             if grad_b is not None:

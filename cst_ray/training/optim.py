@@ -27,6 +27,7 @@ def deepspeed_config(cfg: TrainConfig, *, with_optimizer: bool = True, hidden_si
                 "stage3_param_persistence_threshold": 10 * hidden_size} if hidden_size else {}),
         },
         "bf16": {"enabled": cfg.precision == "bf16"},
+        **({"torch_autocast": {"enabled": True, "dtype": "bfloat16"}} if cfg.precision == "bf16-mixed" else {}),
         "steps_per_print": 10**9,
         "checkpoint": {"use_node_local_storage": True},
         "wall_clock_breakdown": False,
