@@ -15,6 +15,9 @@ the run's last checkpoint and:
 
     .venv/bin/python scripts/bf16_master_vs_export.py --config /path/run-config.yaml [--no-eval]
 
+For a `train.precision: bf16-mixed` run the export is the fp32 master: the script measures the
+same delta figures on it and evaluates it decoded in fp32 (the run's own evaluation is bf16's).
+
 It prints one JSON object (the delta figures and, per decoding dtype, the scores per model).
 """
 
@@ -132,16 +135,23 @@ def main() -> None:
     run_dir = Path(cfg.run_dir)
     export = run_dir / "train" / args.method / "model"
     base_path = resolve_model(cfg.model)
-    ckpt = last_checkpoint(run_dir, args.method)
-    master = master_state_dict(ckpt)
-    out = run_dir / "analysis" / f"{args.method}-fp32-master"
-    if not (out / "config.json").is_file():
-        save_master(base_path, master, out)
-    result = {"checkpoint": str(ckpt), "delta": delta_figures(load_safetensors(base_path), master,
-                                                               load_safetensors(str(export)))}
-    if not args.no_eval:
+    exported = load_safetensors(str(export))
+    if cfg.train.precision == "bf16-mixed":  # the export is the fp32 master itself
+        result = {"precision": cfg.train.precision,
+                  "delta": delta_figures(load_safetensors(base_path), {k: v.float() for k, v in exported.items()},
+                                         exported)}
+        models, dtypes = {args.method: str(export.resolve())}, ("float32",)  # bf16 decoding: the run's own eval
+    else:
+        ckpt = last_checkpoint(run_dir, args.method)
+        master = master_state_dict(ckpt)
+        out = run_dir / "analysis" / f"{args.method}-fp32-master"
+        if not (out / "config.json").is_file():
+            save_master(base_path, master, out)
+        result = {"checkpoint": str(ckpt), "delta": delta_figures(load_safetensors(base_path), master, exported)}
         models = {args.method: str(export.resolve()), f"{args.method}_fp32_master": str(out.resolve())}
-        result["scores_by_decoding_dtype"] = {d: evaluate_both(cfg, run_dir, models, d) for d in ("bfloat16", "float32")}
+        dtypes = ("bfloat16", "float32")
+    if not args.no_eval:
+        result["scores_by_decoding_dtype"] = {d: evaluate_both(cfg, run_dir, models, d) for d in dtypes}
     print(json.dumps(result, indent=2))
 
 
