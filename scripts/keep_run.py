@@ -2,7 +2,8 @@
 
     python scripts/keep_run.py runs/default NAME [--cpu "Xeon-AMX, AVX2 approximation"]
 
-Writes `eval.json`, `summary.md` and `config.yaml` as the run wrote them, `labelled_<model>.jsonl` (every
+Writes `eval.json`, `summary.md` and `config.yaml` as the run wrote them, `metrics_<method>.jsonl`
+(the training's per-step metrics), `labelled_<model>.jsonl` (every
 answer with its variant, system prompt, the judge's verdict and the text flags), and `run.json`
 (the CPU named as given, else as this machine reads it; precision and seeds from the run's
 config.yaml; the stages' wall times). `scripts/runs_table.py` rebuilds RESULTS.md's table from them.
@@ -48,6 +49,8 @@ def main() -> None:
                 if category:  # the harm category of the held-out prompt (policies)
                     row["category"] = category.get(r["prompt_id"], "")
                 fh.write(json.dumps(row) + "\n")
+    for f in sorted((run / "train").glob("*/metrics.jsonl")):  # the per-step training metrics (loss, step times)
+        shutil.copy(f, out / f"metrics_{f.parent.name}.jsonl")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     stats = {s: json.loads((run / s / "stats.json").read_text()) for s in ("generate", "train", "evaluate")
              if (run / s / "stats.json").is_file()}

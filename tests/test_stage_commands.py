@@ -113,6 +113,27 @@ def test_editing_an_input_file_in_place_makes_its_stages_stale(tmp_path):
     assert state == "stale" and f"files.data.source[{prompts}]" in why
 
 
+def test_precomputed_reference_log_probs_follow_the_training_precision(tmp_path):
+    """With `pairs.reference_logps: true` the pairs stage scores every pair in the training's
+    precision (reference_dtype auto; bf16-mixed under autocast): another train.precision redoes
+    it. Without them the pairs stage does not depend on training settings."""
+    from cst_ray.stages.fingerprint import stage_inputs
+    from cst_ray.stages.reference import reference_autocast, reference_dtype
+
+    def inputs(*ov):
+        return stage_inputs(load_config(None, [f"run_dir={tmp_path}", *ov]), "pairs")
+
+    ref = "pairs.reference_logps=true"
+    assert inputs(ref, "train.precision=bf16") != inputs(ref, "train.precision=bf16-mixed")
+    assert inputs(ref, "train.max_length=128") != inputs(ref, "train.max_length=256")
+    assert inputs("train.precision=bf16") == inputs("train.precision=bf16-mixed")
+    mixed = load_config(None, [f"run_dir={tmp_path}", ref, "train.precision=bf16-mixed"])
+    assert reference_dtype(mixed) == "float32" and reference_autocast(mixed)
+    explicit = load_config(None, [f"run_dir={tmp_path}", ref, "train.precision=bf16-mixed",
+                                  "pairs.reference_dtype=bfloat16"])
+    assert not reference_autocast(explicit)
+
+
 def test_a_stage_alone_refuses_to_read_an_earlier_stage_made_with_other_settings(tmp_path, monkeypatch):
     """`cst-ray train` after `pairs` was made with other settings would train on them: it stops,
     naming the earlier stage and what differs."""

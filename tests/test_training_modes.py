@@ -59,7 +59,7 @@ def _train(tmp, pairs, model_path, **train):
     return st, read_metrics(Path(tmp) / "out" / "metrics.jsonl")
 
 
-def _with_reference(pairs, model_path, max_length=96, dtype="float32"):
+def _with_reference(pairs, model_path, max_length=96, dtype="float32", autocast_bf16=False):
     """Attach reference log-probs via the Ray Data stage (the one `cst-ray pairs` uses)."""
     import tempfile
 
@@ -72,7 +72,8 @@ def _with_reference(pairs, model_path, max_length=96, dtype="float32"):
     with tempfile.TemporaryDirectory() as d:
         run_actor_map(label="reference", table=to_table(pairs), out_dir=Path(d) / "ref", fn_cls=ReferenceLogProbs,
                       fn_kwargs=dict(model_path=model_path, max_length=max_length, min_response_tokens=16,
-                                     micro_batch=3, dtype=dtype), pool=ActorPoolConfig(batch_size=5), schema=REF_SCHEMA,
+                                     micro_batch=3, dtype=dtype, autocast_bf16=autocast_bf16),
+                      pool=ActorPoolConfig(batch_size=5), schema=REF_SCHEMA,
                       rows_per_shard=100)
         ref = {r["id"]: r for r in read_shards(Path(d) / "ref").to_pylist()}
     return [dict(p, ref_chosen_logps=ref[p["id"]]["ref_chosen_logps"],
@@ -176,6 +177,45 @@ def test_bf16_mixed_trains_fp32_weights_under_autocast(ray_local, tiny_model_pat
     assert m[0]["logps/chosen"] != pytest.approx(fp32_m[0]["logps/chosen"], abs=1e-4)
     with safe_open(str(Path(st["model_dir"]) / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+
+
+def test_bf16_mixed_separate_reference_without_deepspeed_is_the_initial_policy(ray_local, tiny_model_path,
+                                                                                tmp_path):
+    """A plain frozen copy (ZeRO stages 0-2), which DeepSpeed's autocast does not reach, runs
+    under bf16 autocast too: the first loss is log 2 (an fp32 reference gives 0.69322)."""
+    _, m = _train(tmp_path / "separate", _pairs(2), tiny_model_path, max_steps=1, precision="bf16-mixed",
+                  reference="separate", zero_stage=2)
+    assert m[0]["loss"] == pytest.approx(0.693147, abs=1e-5), m[0]
+    assert m[0]["reference/step1_max_abs_diff"] < 1e-3
+
+
+def test_reference_pass_under_autocast_is_the_bf16_mixed_forward(tiny_model_path):
+    """The Ray Data reference pass for bf16-mixed (`autocast_bf16`) gives what the policy's
+    autocast forward gives on the same batch, not the fp32 forward's log-probs."""
+    import torch
+
+    from cst_ray.data.pairs import to_table
+    from cst_ray.training.batching import collate, pair_length
+    from cst_ray.training.reference_pass import ReferenceLogProbs
+    from cst_ray.training.tokenize import tokenize_pair
+
+    pairs = _pairs(2)
+    fn = {ac: ReferenceLogProbs(tiny_model_path, max_length=96, min_response_tokens=16, micro_batch=8, autocast_bf16=ac)
+          for ac in (True, False)}
+    got = {ac: f(to_table(pairs)).to_pylist() for ac, f in fn.items()}
+    f = fn[False]
+    toks = [tokenize_pair(f.tok, p["system"], p["prompt"], p["chosen"], p["rejected"], max_length=96,
+                          min_response_tokens=16) for p in pairs]
+    order = sorted(range(len(toks)), key=lambda i: pair_length(toks[i]))  # the pass's one batch (micro_batch 8)
+    batch = collate([toks[i] for i in order], f.tok.pad_token_id, f.packed)
+    direct = {}
+    for ac in (True, False):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=ac):
+            direct[ac] = f.policy(**batch)[0].double().tolist()
+        for j, i in enumerate(order):
+            assert got[ac][i]["ref_chosen_logps"] == pytest.approx(direct[ac][j], abs=1e-6)
+            assert got[ac][i]["ref_rejected_logps"] == pytest.approx(direct[ac][len(order) + j], abs=1e-6)
+    assert max(abs(a - b) for a, b in zip(direct[True], direct[False], strict=True)) > 1e-4  # bf16 is not fp32
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

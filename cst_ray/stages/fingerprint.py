@@ -25,6 +25,9 @@ _SECTIONS = {
 }
 # Keys outside those sections a stage's outputs depend on (the experiment's capability stage: its tasks).
 _OWN_KEYS = {"capability": ("eval.capability_tasks", "eval.capability_limit", "eval.bootstrap_samples")}
+# Training settings the pairs stage's reference log-probs (`pairs.reference_logps: true`) depend on:
+# the precision (through `pairs.reference_dtype: auto` and bf16-mixed's autocast) and the tokenisation.
+_REFERENCE_KEYS = ("train.precision", "train.max_length", "train.min_response_tokens", "train.packing")
 # Settings of how a stage runs, not of what it makes.
 _RUNTIME = ("generation.pool.", "generation.progress_interval_s", "generation.rows_per_shard",
             "train.storage_path", "train.keep_checkpoints", "train.max_failures", "train.checkpoint_every",
@@ -62,6 +65,8 @@ def stage_inputs(cfg: CSTConfig, name: str) -> dict:
     flat = {k: v for k, v in flat.items() if not k.startswith(_RUNTIME)}
     every = flatten(tree)
     flat.update({k: every[k] for k in _OWN_KEYS.get(name, ())})
+    if name == "pairs" and cfg.pairs.reference_logps:
+        flat.update({k: every[k] for k in _REFERENCE_KEYS})
     flat.update(_input_files(cfg, name))
     flat["cst_ray.version"] = _version()
     return json.loads(json.dumps(flat))

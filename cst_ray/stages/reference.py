@@ -21,8 +21,14 @@ def reference_dtype(cfg: CSTConfig) -> str:
     """`pairs.reference_dtype`, with "auto" resolved to the training precision."""
     if cfg.pairs.reference_dtype != "auto":
         return cfg.pairs.reference_dtype
-    # bf16-mixed: the fp32 weights (the Ray Data pass has no autocast: the first loss is off log 2 by bf16 noise)
+    # bf16-mixed: the fp32 weights, under bf16 autocast as the policy's forward (`reference_autocast`)
     return {"bf16": "bfloat16", "fp32": "float32", "bf16-mixed": "float32"}.get(cfg.train.precision, "auto")
+
+
+def reference_autocast(cfg: CSTConfig) -> bool:
+    """The reference pass runs under bf16 autocast where the training does (`train.precision:
+    bf16-mixed`) over fp32 weights, so that before the first update reference == policy."""
+    return cfg.train.precision == "bf16-mixed" and reference_dtype(cfg) == "float32"
 
 
 def add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path) -> tuple[dict, dict]:
@@ -35,7 +41,8 @@ def add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path) 
         "reference", uniq, out / "reference_logps", ReferenceLogProbs,
         dict(model_path=resolve_model(cfg.model), max_length=cfg.train.max_length,
              min_response_tokens=cfg.train.min_response_tokens, dtype=reference_dtype(cfg), threads=pool.threads,
-             trust_remote_code=cfg.model.trust_remote_code, packed=cfg.train.packing), REF_SCHEMA)
+             trust_remote_code=cfg.model.trust_remote_code, packed=cfg.train.packing,
+             autocast_bf16=reference_autocast(cfg)), REF_SCHEMA)
     ref = read_shards(out / "reference_logps", columns=["id", "ref_chosen_logps", "ref_rejected_logps"])
     by_id = {r["id"]: r for r in ref.to_pylist()}
     result = {}

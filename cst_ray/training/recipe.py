@@ -153,7 +153,7 @@ class DPORecipe:
         """The reference for every mode but worker_precompute, whose table needs `resume` first."""
         mode = self.cfg.reference
         if mode == "separate":
-            return SeparateReference(self._separate_engine())
+            return SeparateReference(self._separate_engine(), autocast_bf16=self.cfg.precision == "bf16-mixed")
         if mode == "adapter":
             return AdapterReference(self.engine)
         if mode == "precomputed":

@@ -35,11 +35,14 @@ class Reference(ABC):
 class SeparateReference(Reference):
     mode = "separate"
 
-    def __init__(self, engine):
+    def __init__(self, engine, autocast_bf16: bool = False):
         self.engine = engine  # frozen, eval mode
+        # a plain module (ZeRO stages 0-2) gets no autocast from DeepSpeed: bf16-mixed's is set here
+        self.autocast_bf16 = autocast_bf16
 
     def logps(self, micro_idx, micro_rows, batch):
-        with torch.no_grad():
+        device = batch["input_ids"].device.type
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             return self.engine(**batch)[0]
 
 
