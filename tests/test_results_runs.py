@@ -53,3 +53,14 @@ def test_each_policy_runs_matrix_recomputes_from_its_labelled_answers():
             rows = [json.loads(x) for x in (run / f"labelled_{model}.jsonl").read_text().splitlines()]
             got = policy_scores([dict(r, refused=r["safe"]) for r in rows], cfg.policies)
             assert got == want, (run.name, model)
+
+
+def test_step_times_file_is_rebuilt_from_the_kept_metrics():
+    """results/bench/bf16_vs_bf16mixed_steps_xeon_amx.txt (BENCHMARKS.md's bf16-mixed table) is
+    what scripts/step_times.py prints from the two kept runs' per-step metrics."""
+    path = ROOT / "results" / "bench" / "bf16_vs_bf16mixed_steps_xeon_amx.txt"
+    lines = path.read_text().splitlines()
+    cmd = lines[0].removeprefix("# python ").split()
+    res = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert res.stdout.splitlines() == [x for x in lines if not x.startswith("#")]
+    assert res.stdout.splitlines()[-1].startswith("RESULT default-amx-bf16-seed0=1.000x bf16mixed-amx-seed0=")
