@@ -36,6 +36,7 @@ from cst_ray.training.batching import (
     pair_length,
     to_device,
 )
+from cst_ray.training.build_locks import clear_stale_build_locks
 from cst_ray.training.checkpoint import (
     CKPT_TAG,
     load_reference_table,
@@ -103,6 +104,8 @@ class DPORecipe:
                                                  .train_precision)
         if on_gpu:
             torch.cuda.set_device(ctx.get_local_rank())
+        if not on_gpu:  # DeepSpeed's CPU comm op is JIT-loaded under a lock a killed run may have left
+            clear_stale_build_locks()
         deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
         self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
         self.rows: list[dict] = ray.get(spec.data_ref)
