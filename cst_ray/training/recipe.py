@@ -104,7 +104,7 @@ class DPORecipe:
                                                  .train_precision)
         if on_gpu:
             torch.cuda.set_device(ctx.get_local_rank())
-        if not on_gpu:  # DeepSpeed's CPU comm op is JIT-loaded under a lock a killed run may have left
+        else:  # DeepSpeed's CPU comm op is JIT-loaded under a lock a killed run may have left
             clear_stale_build_locks()
         deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
         self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
