@@ -30,14 +30,16 @@ def test_cpu_choice_follows_the_flags_and_the_kernels_this_process_may_use(flags
     choice = choose_precision(Hardware(cpu_flags=flags, aten_capability=aten, onednn_max_isa=onednn))
     assert choice.bf16 is bf16
     assert choice.reason == says
-    assert (choice.train_precision, choice.torch_dtype_name) == (("bf16", "bfloat16") if bf16 else ("fp32", "float32"))
+    # a CPU with native bf16 generates in bf16 and trains bf16-mixed (fp32 weights, bf16 autocast)
+    assert (choice.train_precision, choice.torch_dtype_name) == (("bf16-mixed", "bfloat16") if bf16 else ("fp32", "float32"))
 
 
 def test_gpu_choice_follows_bf16_support():
-    assert choose_precision(Hardware(device="cuda", cuda_bf16=True, gpu_name="NVIDIA H100")) == \
-        Choice(True, "NVIDIA H100: native bf16 -> bf16")
-    assert choose_precision(Hardware(device="cuda", cuda_bf16=False, gpu_name="Tesla T4")) == \
-        Choice(False, "Tesla T4: no bf16 support -> fp32")
+    h100 = choose_precision(Hardware(device="cuda", cuda_bf16=True, gpu_name="NVIDIA H100"))
+    assert h100 == Choice(True, "NVIDIA H100: native bf16 -> bf16", "cuda")
+    assert h100.train_precision == "bf16"  # DeepSpeed's bf16 on a GPU; bf16-mixed is the CPU choice
+    t4 = choose_precision(Hardware(device="cuda", cuda_bf16=False, gpu_name="Tesla T4"))
+    assert (t4, t4.train_precision) == (Choice(False, "Tesla T4: no bf16 support -> fp32", "cuda"), "fp32")
 
 
 def test_cpu_facts_are_read_from_cpuinfo(tmp_path):
@@ -60,7 +62,7 @@ def test_the_defaults_are_auto_and_the_driver_makes_them_concrete_for_its_cpu():
                     "train.precision: auto -> fp32)")
     fast = choose_precision(Hardware(cpu_flags=XEON_AMX, aten_capability="AVX512"))
     done, _ = resolve_auto_precision(cfg, fast)
-    assert (done.generation.engine.dtype, done.train.precision) == ("bfloat16", "bf16")
+    assert (done.generation.engine.dtype, done.train.precision) == ("bfloat16", "bf16-mixed")
 
 
 def test_an_explicit_setting_wins_and_emulated_bf16_is_warned_about(caplog):

@@ -5,14 +5,15 @@ measured with `benchmarks/precision.py`, bf16 `linear` is ~2x fp32 on a Xeon wit
 ~4.7x *slower* than fp32 on an AVX2-only EPYC (issue 28). The choice also follows what the
 process is allowed to use: `ATEN_CPU_CAPABILITY=avx2` (PyTorch's kernels) or
 `ONEDNN_MAX_CPU_ISA=AVX2` (oneDNN's) turn bf16 back into an emulated, slow type even on an AMX
-machine. On a GPU, bf16 where `torch.cuda.is_bf16_supported()` (Ampere and later), else fp32.
+machine. On a GPU, bf16 where `torch.cuda.is_bf16_supported()` (Ampere and later), else fp32. Training on
+a CPU with native bf16 is `bf16-mixed` (bf16 autocast over fp32 weights; `Choice.train_precision`).
 
 The decision is a pure function of the facts (`choose_precision`), so it is tested with flags
 injected; `detect_hardware` reads the facts of this process, `cpu_name` and `cpu_flags` those of
 the machine.
 
     choice = resolve_precision()          # Choice(bf16=False, reason="cpu: AVX2, no native bf16 -> fp32")
-    choice.torch_dtype_name               # "float32"
+    choice.torch_dtype_name               # "float32" (engines); choice.train_precision: "fp32"
 """
 
 from __future__ import annotations
@@ -48,10 +49,16 @@ class Hardware:
 class Choice:
     bf16: bool
     reason: str
+    device: str = "cpu"
 
     @property
     def train_precision(self) -> str:
-        return "bf16" if self.bf16 else "fp32"
+        """A CPU with native bf16 trains `bf16-mixed` (fp32 weights, bf16 autocast): on the same
+        pairs it carried the switch to an unseen source where pure bf16 did not (RESULTS.md, issue
+        33), at ~1.24x bf16's step time. A GPU trains `bf16` as DeepSpeed users expect."""
+        if not self.bf16:
+            return "fp32"
+        return "bf16" if self.device == "cuda" else "bf16-mixed"
 
     @property
     def torch_dtype_name(self) -> str:
@@ -62,8 +69,8 @@ def choose_precision(hw: Hardware) -> Choice:
     """bf16 where the hardware (and what this process may use of it) multiplies bf16 natively."""
     if hw.device == "cuda":
         name = hw.gpu_name or "cuda"
-        return Choice(True, f"{name}: native bf16 -> bf16") if hw.cuda_bf16 else \
-            Choice(False, f"{name}: no bf16 support -> fp32")
+        return Choice(True, f"{name}: native bf16 -> bf16", "cuda") if hw.cuda_bf16 else \
+            Choice(False, f"{name}: no bf16 support -> fp32", "cuda")
     isa = _isa_label(hw.cpu_flags)
     native = [f for f in NATIVE_BF16_FLAGS if f in hw.cpu_flags]
     if not native:
