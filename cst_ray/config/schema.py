@@ -275,9 +275,10 @@ class TrainConfig:
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
     label_smoothing: float = 0.0
     nll_weight: float = 0.0
-    # "auto": bf16 where the hardware has native bf16, else fp32 (as generation.engine.dtype).
+    # "auto": on a CPU with native bf16 "bf16-mixed", on a GPU with bf16 "bf16", else fp32.
     # "bf16-mixed": fp32 weights and optimizer, the forward under bf16 autocast (DeepSpeed's
-    # `torch_autocast`): bf16 matmuls, but every update reaches the weights and the export is fp32.
+    # `torch_autocast`): bf16 matmuls (on bf16-rounded weights, as in "bf16"), the rest of the
+    # forward (embeddings, norms, residual stream) and the gradients fp32; the export is fp32.
     precision: Literal["auto", "fp32", "bf16", "bf16-mixed"] = "auto"
     zero_stage: Literal[0, 1, 2, 3] = 3
     gradient_checkpointing: bool = False
