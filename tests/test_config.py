@@ -134,3 +134,12 @@ def test_non_finite_numbers_are_refused():
     for override in ("train.beta=.inf", "train.nll_weight=.nan", "train.lr=-.inf"):
         with pytest.raises(ConfigError, match="finite"):
             load_config(None, [override])
+
+
+def test_max_completion_length_below_min_response_tokens_is_refused():
+    from cst_ray.core.errors import ConfigError
+
+    assert load_config(None, ["train.max_completion_length=48"]).train.max_completion_length == 48
+    with pytest.raises(ConfigError, match="train.max_completion_length") as e:
+        load_config(None, ["train.max_completion_length=8"])
+    assert "train.min_response_tokens (16)" in str(e.value)

@@ -84,3 +84,24 @@ def test_results_md_tables_are_the_rebuilt_ones():
     table = subprocess.run([sys.executable, str(ROOT / "scripts" / "judge_audit_figures.py"), "--table"],
                            capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip("\n")
     assert _block(text, "<!-- judge_audit_table: begin -->", "<!-- judge_audit_table: end -->") == table
+
+
+def test_refusal_audit_rebuilds_its_figures_and_names_its_labellers():
+    """results/refusal_audit_*: the merged refusal labels, agreement and figures are what
+    scripts/refusal_audit.py writes from the two labellers' files and the adjudication; every
+    label is an LLM's, named as one; today's judge agrees with the labels on the rows where the
+    two readings of an answer differ far more often than the old reading does."""
+    import subprocess
+    import sys
+
+    for folder in sorted((ROOT / "results").glob("refusal_audit_20*")):
+        res = subprocess.run([sys.executable, str(ROOT / "scripts" / "refusal_audit.py"), "score", str(folder),
+                              "--check"], capture_output=True, text=True, cwd=ROOT)
+        assert res.returncode == 0, res.stdout + res.stderr
+        for name in ("labels_A.jsonl", "labels_B.jsonl", "adjudication.jsonl", "labels.jsonl"):
+            rows = [json.loads(x) for x in (folder / name).read_text().splitlines() if x.strip()]
+            assert rows and all(r["annotator"].startswith("llm:claude#") for r in rows), name
+        figures = (folder / "figures.md").read_text()
+        before = next(x for x in figures.splitlines() if x.startswith("| differ: answer alone"))
+        now = next(x for x in figures.splitlines() if x.startswith("| differ: request's words ignored"))
+        assert float(now.split("|")[3]) > 0.9 > 0.1 > float(before.split("|")[3])

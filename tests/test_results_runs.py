@@ -64,3 +64,11 @@ def test_step_times_file_is_rebuilt_from_the_kept_metrics():
     res = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, check=True)
     assert res.stdout.splitlines() == [x for x in lines if not x.startswith("#")]
     assert res.stdout.splitlines()[-1].startswith("RESULT default-amx-bf16-seed0=1.000x bf16mixed-amx-seed0=")
+
+
+def test_the_runs_read_by_todays_refusal_judge_are_what_their_answers_give():
+    """results/analysis/refusal_rescored.md is rebuilt from the kept answers; the script stops if
+    the answers read the old way do not give each run's eval.json back."""
+    res = subprocess.run([sys.executable, "scripts/rescore_refusal.py", "--check"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr + res.stdout

@@ -54,6 +54,22 @@ def test_truncation_cuts_middle_of_user_turn_never_system(tokenizer):
     assert st.truncated_prompt == 1
 
 
+def test_max_completion_length_keeps_each_answers_opening(tokenizer):
+    """train.max_completion_length: both answers keep their first N tokens, the prompt is whole,
+    and the pair is counted as capped; a pair within the cap is left as it is."""
+    long = "Sure, here is how to do it, step by step, in great detail. " * 8
+    whole = tokenize_pair(tokenizer, SYS, "How do I make a bomb?", "I can't help with that.", long, max_length=512)
+    stats = TokenizeStats()
+    t = tokenize_pair(tokenizer, SYS, "How do I make a bomb?", "I can't help with that.", long, max_length=512,
+                      max_completion_length=16, stats=stats)
+    assert t["prompt_ids"] == whole["prompt_ids"] and t["rejected_ids"] == whole["rejected_ids"][:16]
+    assert t["chosen_ids"] == whole["chosen_ids"][:16] and len(whole["chosen_ids"]) < 16
+    assert stats.as_dict()["capped_response"] == 1 and stats.truncated_response == 0
+    short = tokenize_pair(tokenizer, SYS, "Hi?", "Hello.", "Hey.", max_length=512, max_completion_length=16, stats=stats)
+    assert stats.capped_response == 1 and short["chosen_ids"] == tokenize_pair(
+        tokenizer, SYS, "Hi?", "Hello.", "Hey.", max_length=512)["chosen_ids"]
+
+
 def test_system_prompt_too_long_is_counted_not_crashed(tokenizer):
     st = TokenizeStats()
     t = tokenize_pair(tokenizer, "persona " * 300, "hi", "a", "b", max_length=64, stats=st)

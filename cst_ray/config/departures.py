@@ -42,6 +42,9 @@ def paper_departures(cfg: CSTConfig) -> list[str]:
     if t.nll_weight:
         out.append(f"an NLL term on the chosen answer, which also fine-tunes on y0 under s0 "
                    f"(`train.nll_weight: {t.nll_weight:g}`)")
+    if t.max_completion_length:
+        out.append(f"each answer trained on its first {t.max_completion_length} tokens, not whole "
+                   f"(`train.max_completion_length: {t.max_completion_length}`)")
     if t.lora.enabled:
         out.append(f"LoRA adapters (r={t.lora.r}), not full fine-tuning (`train.lora.enabled`)")
     if cfg.policies:

@@ -262,6 +262,10 @@ class TrainConfig:
     threads_per_worker: int = 1
     max_length: int = 384
     min_response_tokens: int = 16
+    # Each chosen and rejected answer trains on its first this many tokens only (TRL's
+    # max_completion_length); 0 = whole answers, up to max_length. Refusal or compliance shows in
+    # an answer's opening; a step costs its tokens.
+    max_completion_length: int = 0
     micro_batch_size: int = 1  # pairs per worker per micro-step
     grad_accum: int = 1
     epochs: int = 1
@@ -282,8 +286,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "bf16-mixed"] = "auto"
     zero_stage: Literal[0, 1, 2, 3] = 3
     gradient_checkpointing: bool = False
-    # Chosen and rejected sequences of a micro-batch packed end to end in one row, attention kept
-    # within each sequence: no compute on padding (training/packing.py). false = one padded batch.
+    # The pairs of a micro-batch packed end to end in one row, each prompt once (prompt, chosen,
+    # rejected; the rejected answer attends to the prompt, not to the chosen): no compute on
+    # padding or on a second copy of the prompt (training/packing.py). false = one padded batch.
     packing: bool = True
     # "separate": a frozen ZeRO-3 copy; "adapter": LoRA base with adapter off;
     # "precomputed": log-probs stored in the pairs data (`ref_chosen_logps`, `ref_rejected_logps`).

@@ -27,7 +27,8 @@ _SECTIONS = {
 _OWN_KEYS = {"capability": ("eval.capability_tasks", "eval.capability_limit", "eval.bootstrap_samples")}
 # Training settings the pairs stage's reference log-probs (`pairs.reference_logps: true`) depend on:
 # the precision (through `pairs.reference_dtype: auto` and bf16-mixed's autocast) and the tokenisation.
-_REFERENCE_KEYS = ("train.precision", "train.max_length", "train.min_response_tokens", "train.packing")
+_REFERENCE_KEYS = ("train.precision", "train.max_length", "train.min_response_tokens", "train.packing",
+                   "train.max_completion_length")
 # Settings of how a stage runs, not of what it makes.
 _RUNTIME = ("generation.pool.", "generation.progress_interval_s", "generation.rows_per_shard",
             "train.storage_path", "train.keep_checkpoints", "train.max_failures", "train.checkpoint_every",

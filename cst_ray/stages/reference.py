@@ -42,7 +42,8 @@ def add_reference_logps(cfg: CSTConfig, tables: dict[str, pa.Table], out: Path) 
         dict(model_path=resolve_model(cfg.model), max_length=cfg.train.max_length,
              min_response_tokens=cfg.train.min_response_tokens, dtype=reference_dtype(cfg), threads=pool.threads,
              trust_remote_code=cfg.model.trust_remote_code, packed=cfg.train.packing,
-             autocast_bf16=reference_autocast(cfg)), REF_SCHEMA)
+             autocast_bf16=reference_autocast(cfg), max_completion_length=cfg.train.max_completion_length),
+        REF_SCHEMA)
     ref = read_shards(out / "reference_logps", columns=["id", "ref_chosen_logps", "ref_rejected_logps"])
     by_id = {r["id"]: r for r in ref.to_pylist()}
     result = {}

@@ -78,23 +78,40 @@ def collate_pairs(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def collate_packed(rows: list[dict]) -> dict:
-    """Chosen and rejected of B pairs packed end to end in one row, no padding (chosen first).
+    """B pairs in one row, no padding, each prompt once: prompt, chosen, rejected of pair 1, then
+    of pair 2, ... (prefix sharing: the rejected answer attends to its pair's prompt, which is
+    not repeated, and never to the chosen answer; positions continue from the prompt's, as if
+    the rejected answer followed the prompt alone). Exactly the log-probs of the padded batch,
+    with ~2P fewer tokens a pair than packing both sequences whole (P = prompt length).
 
-    Returns input_ids [1, T], position_ids [1, T] (restarting at 0 for every sequence),
-    loss_mask [1, T], and segments (0, e_1, ..., e_2B = T): sequence i spans [e_{i-1}, e_i).
-    T = the sum of the 2B sequence lengths.
+    Returns input_ids [1, T], position_ids [1, T], shared: ((start, P, C, R), ...) per pair, and
+    the M response tokens whose log-probs count: pred_index [M] (the position whose logits
+    predict it), target_ids [M], seq_index [M] (pair i's chosen is sequence i, its rejected
+    sequence B + i: the order of `collate_pairs`). T = sum of P + C + R.
     """
     ids: list[int] = []
     pos: list[int] = []
-    mask: list[int] = []
-    segments = [0]
-    for seq, m in _sequences(rows):
-        ids += seq
-        pos += range(len(seq))
-        mask += m
-        segments.append(len(ids))
+    shared = []
+    pred: list[int] = []
+    target: list[int] = []
+    seq: list[int] = []
+    n = len(rows)
+    for i, r in enumerate(rows):
+        p, c, rej = r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]
+        s = len(ids)
+        shared.append((s, len(p), len(c), len(rej)))
+        ids += p + c + rej
+        pos += list(range(len(p) + len(c))) + list(range(len(p), len(p) + len(rej)))
+        # chosen token j is predicted at s + P - 1 + j; rejected token 0 at the prompt's last
+        # position, rejected token j > 0 at the position of rejected token j - 1
+        pred += range(s + len(p) - 1, s + len(p) - 1 + len(c))
+        first_rej = s + len(p) + len(c)
+        pred += ([s + len(p) - 1] + list(range(first_rej, first_rej + len(rej) - 1))) if rej else []
+        target += c + rej
+        seq += [i] * len(c) + [n + i] * len(rej)
     return {"input_ids": torch.tensor([ids], dtype=torch.long), "position_ids": torch.tensor([pos], dtype=torch.long),
-            "loss_mask": torch.tensor([mask], dtype=torch.long), "segments": tuple(segments)}
+            "shared": tuple(shared), "pred_index": torch.tensor(pred, dtype=torch.long),
+            "target_ids": torch.tensor(target, dtype=torch.long), "seq_index": torch.tensor(seq, dtype=torch.long)}
 
 
 def collate(rows: list[dict], pad_id: int, packed: bool) -> dict:

@@ -31,7 +31,7 @@ FOLDED_NOTE = ("\n\nThis model's chat template has no system role: in training (
 
 
 def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code: bool, max_length: int,
-                          min_response_tokens: int) -> tuple[list[dict], dict]:
+                          min_response_tokens: int, max_completion_length: int = 0) -> tuple[list[dict], dict]:
     """-> (tokenized rows, {"stats", "pad_token_id", "n_rows", "missing_reference" (pairs without
     reference log-probs), "first_missing_reference"}). Runs as a one-shot
     Ray task (`run_training`), so the driver never loads the tokenizer (transformers, ~0.15 GiB)
@@ -41,7 +41,8 @@ def tokenize_for_training(pairs: list[dict], model_path: str, trust_remote_code:
     tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    rows, tstats = tokenize_pairs(tok, pairs, max_length=max_length, min_response_tokens=min_response_tokens)
+    rows, tstats = tokenize_pairs(tok, pairs, max_length=max_length, min_response_tokens=min_response_tokens,
+                                  max_completion_length=max_completion_length)
     missing = [r["id"] for r in rows if "ref_chosen_logps" not in r or "ref_rejected_logps" not in r]
     # a count and the first id, not every id: without precomputed references that is every row
     return rows, {"stats": tstats.as_dict(), "pad_token_id": tok.pad_token_id, "n_rows": len(rows),
@@ -137,7 +138,7 @@ def _tokenize(cfg: CSTConfig, pairs: list[dict], model_path: str):
     # max_calls=1: the task's process exits afterwards instead of idling with a tokenizer loaded
     task = ray.remote(num_returns=2, max_calls=1, num_cpus=1)(tokenize_for_training)
     rows_ref, meta_ref = task.remote(pairs, model_path, cfg.model.trust_remote_code, tc.max_length,
-                                     tc.min_response_tokens)
+                                     tc.min_response_tokens, tc.max_completion_length)
     meta = ray.get(meta_ref)
     if not meta["n_rows"]:
         raise StageError("no trainable pairs after tokenization (see train.max_length)")

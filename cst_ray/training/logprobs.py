@@ -169,7 +169,10 @@ class PolicyLogProbs(nn.Module):
 
     Padded:  forward(input_ids [N, T], attention_mask [N, T], loss_mask [N, T])
     Packed:  forward(input_ids [1, T], loss_mask [1, T], position_ids [1, T], segments=(0, ..., T))
-             (`batching.collate_packed`; N = len(segments) - 1 sequences end to end, no padding)
+             (N = len(segments) - 1 sequences end to end, no padding)
+    Pairs:   forward(input_ids [1, T], position_ids [1, T], shared=((start, P, C, R), ...),
+             pred_index [M], target_ids [M], seq_index [M]) (`batching.collate_packed`: each prompt
+             once, N = 2B sequences)
     -> (logps [N], n_tokens [N]);  loss_mask[., t] = 1 where token t is a response token whose
     log-prob counts.
     This is the module handed to DeepSpeed, so ZeRO-3 gathers the LM-head weight (used here,
@@ -199,8 +202,26 @@ class PolicyLogProbs(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 loss_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                segments: tuple[int, ...] | None = None):
+                segments: tuple[int, ...] | None = None, shared: tuple | None = None,
+                pred_index: torch.Tensor | None = None, target_ids: torch.Tensor | None = None,
+                seq_index: torch.Tensor | None = None):
         decoder, head = _decoder_and_head(self.model)
+        if shared is not None:  # prompt-sharing pairs: the collator names each target's position
+            hidden = run_packed(decoder, input_ids, position_ids, shared=shared)
+            n_seq = 2 * len(shared)
+            h, targets, rows = hidden[0, pred_index], target_ids, seq_index  # [M, H], [M], [M]
+        else:
+            h, targets, rows, n_seq = self._sequence_targets(decoder, input_ids, attention_mask, loss_mask,
+                                                             position_ids, segments)
+        tok_logps = chunked_token_logps(h, head.weight, targets, self.chunk, bias=getattr(head, "bias", None),
+                                        head=self.head)  # [M]
+        logps = torch.zeros(n_seq, dtype=torch.float32, device=input_ids.device).index_add(0, rows, tok_logps)
+        return logps, torch.bincount(rows, minlength=n_seq)
+
+    @staticmethod
+    def _sequence_targets(decoder, input_ids, attention_mask, loss_mask, position_ids, segments):
+        """Padded rows, or whole sequences packed end to end: -> (hidden [M, H] of the positions
+        that predict a counted token, targets [M], the sequence of each [M], sequences N)."""
         if segments is not None:
             hidden = run_packed(decoder, input_ids, position_ids, segments)
             n_seq = len(segments) - 1
@@ -214,10 +235,4 @@ class PolicyLogProbs(nn.Module):
         # position t predicts token t+1; in a packed row the last position of one sequence would
         # predict the next sequence's first token, a prompt token (loss_mask 0), so it never counts
         sel = loss_mask[:, 1:].bool()
-        h = hidden[:, :-1][sel]  # [M, H]
-        targets = input_ids[:, 1:][sel]  # [M]
-        tok_logps = chunked_token_logps(h, head.weight, targets, self.chunk, bias=getattr(head, "bias", None),
-                                        head=self.head)  # [M]
-        rows = seq_of[:, 1:][sel]  # the sequence of each target token: [M]
-        logps = torch.zeros(n_seq, dtype=torch.float32, device=input_ids.device).index_add(0, rows, tok_logps)
-        return logps, torch.bincount(rows, minlength=n_seq)
+        return hidden[:, :-1][sel], input_ids[:, 1:][sel], seq_of[:, 1:][sel], n_seq

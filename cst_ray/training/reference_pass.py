@@ -39,7 +39,7 @@ REF_SCHEMA = pa.schema(list(PAIR_SCHEMA) + [("ref_chosen_logps", pa.float64()), 
 class ReferenceLogProbs:
     def __init__(self, model_path: str, max_length: int, min_response_tokens: int, dtype: str = "float32",
                  threads: int = 0, micro_batch: int = 8, trust_remote_code: bool = False,
-                 packed: bool = True, autocast_bf16: bool = False):
+                 packed: bool = True, autocast_bf16: bool = False, max_completion_length: int = 0):
         apply_worker_env()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -57,6 +57,7 @@ class ReferenceLogProbs:
         self.policy = PolicyLogProbs(model, packed=packed)
         self.packed = packed  # how to collate for that policy
         self.max_length, self.min_resp, self.micro = max_length, min_response_tokens, micro_batch
+        self.max_completion = max_completion_length
         self.autocast_bf16 = autocast_bf16  # train.precision: bf16-mixed -- the policy's forward
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -66,7 +67,8 @@ class ReferenceLogProbs:
 
         rows = batch.to_pylist()
         toks = [tokenize_pair(self.tok, r["system"], r["prompt"], r["chosen"], r["rejected"],
-                              max_length=self.max_length, min_response_tokens=self.min_resp) for r in rows]
+                              max_length=self.max_length, min_response_tokens=self.min_resp,
+                              max_completion_length=self.max_completion) for r in rows]
         chosen: list[float | None] = [None] * len(rows)
         rejected: list[float | None] = [None] * len(rows)
         order = sorted((i for i, t in enumerate(toks) if t is not None), key=lambda i: pair_length(toks[i]))

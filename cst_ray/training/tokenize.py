@@ -9,6 +9,9 @@ end-of-turn/EOS token, so the model learns to stop, even when pad == EOS: masks 
 from lengths, never from pad-token positions.
 
 Truncation never removes the system prompt (the conditioning signal CST depends on):
+  0. with `max_completion_length`, keep each response's first tokens only (TRL's
+     `max_completion_length`: refusal or compliance shows in an answer's opening, and the
+     training step's cost is its tokens);
   1. cut the tails of the responses;
   2. if the prompt alone leaves fewer than `min_response_tokens`, cut the middle of the
      user turn (keep its head and tail) and keep `min_response_tokens` of each response;
@@ -28,6 +31,7 @@ ELLIPSIS = " [...] "
 class TokenizeStats:
     rows: int = 0
     kept: int = 0
+    capped_response: int = 0
     truncated_response: int = 0
     truncated_prompt: int = 0
     skipped: dict = field(default_factory=dict)
@@ -41,7 +45,7 @@ class TokenizeStats:
         k = max(self.kept, 1)
         return {
             "rows": self.rows, "kept": self.kept, "skipped": dict(self.skipped),
-            "truncated_response": self.truncated_response, "truncated_prompt": self.truncated_prompt,
+            "capped_response": self.capped_response, "truncated_response": self.truncated_response, "truncated_prompt": self.truncated_prompt,
             "prompt_tokens_mean": round(self.prompt_len_sum / k, 1), "prompt_tokens_max": self.prompt_len_max,
             "chosen_tokens_mean": round(self.chosen_len_sum / k, 1),
             "rejected_tokens_mean": round(self.rejected_len_sum / k, 1), "pair_tokens_max": self.total_len_max,
@@ -57,14 +61,19 @@ def _cut_middle(tok, text: str, drop: int) -> str:
 
 
 def tokenize_pair(tok, system: str, prompt: str, chosen: str, rejected: str, *, max_length: int,
-                  min_response_tokens: int = 16, stats: TokenizeStats | None = None) -> dict | None:
+                  min_response_tokens: int = 16, max_completion_length: int = 0,
+                  stats: TokenizeStats | None = None) -> dict | None:
     """-> {prompt_ids, chosen_ids, rejected_ids} (response ids exclude the prompt), or None if the
-    system prompt alone does not fit (counted in `stats.skipped`)."""
+    system prompt alone does not fit (counted in `stats.skipped`). `max_completion_length` > 0:
+    each response's first that many tokens (a pair that loses any counts in `capped_response`)."""
     stats = stats if stats is not None else TokenizeStats()
     stats.rows += 1
     p = prompt_ids(tok, system, prompt)
     c = response_ids(tok, system, prompt, chosen)
     r = response_ids(tok, system, prompt, rejected)
+    if max_completion_length and max(len(c), len(r)) > max_completion_length:
+        stats.capped_response += 1
+        c, r = c[:max_completion_length], r[:max_completion_length]
     longest = max(len(c), len(r))
     if len(p) + longest > max_length:
         budget = max_length - len(p)
@@ -97,14 +106,16 @@ def tokenize_pair(tok, system: str, prompt: str, chosen: str, rejected: str, *, 
     return {"prompt_ids": p, "chosen_ids": c, "rejected_ids": r}
 
 
-def tokenize_pairs(tok, rows: list[dict], *, max_length: int, min_response_tokens: int = 16) -> tuple[list[dict], TokenizeStats]:
+def tokenize_pairs(tok, rows: list[dict], *, max_length: int, min_response_tokens: int = 16,
+                   max_completion_length: int = 0) -> tuple[list[dict], TokenizeStats]:
     """Tokenize pair rows (system, prompt, chosen, rejected, id[, ref_*_logps]); keeps other fields."""
     stats = TokenizeStats()
     out = []
     for row in rows:
         try:
             t = tokenize_pair(tok, row["system"], row["prompt"], row["chosen"], row["rejected"],
-                              max_length=max_length, min_response_tokens=min_response_tokens, stats=stats)
+                              max_length=max_length, min_response_tokens=min_response_tokens,
+                              max_completion_length=max_completion_length, stats=stats)
         except NotAPrefixError as e:
             raise NotAPrefixError(f"{getattr(tok, 'name_or_path', 'the model')}, pair {row['id']}: {e}; such a template "
                                   f"cannot mask the prompt out of the loss (set model.chat_template to one that "
