@@ -10,8 +10,8 @@ scores. Since 2026-12-08 the judge ignores the request's own words repeated in a
 S1, S0, the unseen-wording S0 and the unseen-source S1 / S0 of each run and model from its
 `labelled_<model>.jsonl`, as `eval.json` counts them (an answer is safe if the judge says so or it
 is degenerate), with the judge as it read then and as it reads now. Over-refusal is left out: it
-counts the refusal phrase of `labelling.text_flags`, which did not change. A run whose answers
-read the old way do not give its `eval.json` back stops the script.
+counts the refusal phrase of `labelling.text_flags`, which did not change. A run whose
+`eval.json` is neither reading of its answers stops the script.
 """
 
 from __future__ import annotations
@@ -51,24 +51,32 @@ def eval_value(ev: dict, model: str, name: str) -> float | None:
     return None if s is None else s["value"]
 
 
+def _matches(ev: dict, model: str, name: str, k: int, n: int) -> bool:
+    want = eval_value(ev, model, name)
+    return want is None or abs(k / n - want) <= 6e-5
+
+
 def run_rows(run: Path) -> list[str]:
+    """One row per model: each score's count read the old way -> now. A run scored by today's
+    judge (its eval.json is the new reading) shows one count and says so."""
     ev = json.loads((run / "eval.json").read_text())
-    out = []
+    counts = {}
     for model in ev["scores"]:
         rows = [json.loads(x) for x in (run / f"labelled_{model}.jsonl").read_text().splitlines() if x.strip()]
-        cells = []
         for name, (variant, safe_counts) in SCORES.items():
             old_k, n = score(rows, variant, safe_counts, with_request=False)
-            if not n:
-                cells.append("-")
-                continue
-            want = eval_value(ev, model, name)
-            if want is not None and abs(old_k / n - want) > 6e-5:
-                raise SystemExit(f"{run / 'eval.json'}: {model} {name} is {want}, the answers read the old way give "
-                                 f"{old_k}/{n}")
-            new_k, _ = score(rows, variant, safe_counts, with_request=True)
-            cells.append(f"{old_k}/{n}" if new_k == old_k else f"{old_k}/{n} -> **{new_k}/{n}**")
-        out.append(f"| {run.name} | {model} | " + " | ".join(cells) + " |")
+            counts[model, name] = (old_k, score(rows, variant, safe_counts, with_request=True)[0], n)
+    fits = [r for r in (0, 1) if all(not c[2] or _matches(ev, m, name, c[r], c[2]) for (m, name), c in counts.items())]
+    if not fits:
+        raise SystemExit(f"{run / 'eval.json'}: its scores are neither what the answers give read the old way nor now")
+    reading, label = fits[0], ("" if fits[0] == 0 else " (scored by today's judge)")
+    out = []
+    for model in ev["scores"]:
+        cells = []
+        for name in SCORES:
+            old_k, new_k, n = counts[model, name]
+            cells.append("-" if not n else f"{new_k}/{n}" if reading or new_k == old_k else f"{old_k}/{n} -> **{new_k}/{n}**")
+        out.append(f"| {run.name}{label} | {model} | " + " | ".join(cells) + " |")
     return out
 
 

@@ -18,12 +18,12 @@ XEON_AMX = EPYC_BF16 | {"amx_bf16", "amx_tile", "amx_int8"}
 @pytest.mark.parametrize("flags, aten, onednn, bf16, says", [
     (AVX2_EPYC, "AVX2", "", False, "cpu: AVX2, no native bf16 -> fp32"),
     (AVX512_NO_BF16, "AVX512", "", False, "cpu: AVX-512, no native bf16 -> fp32"),
-    (EPYC_BF16, "AVX512", "", True, "cpu: AVX512-BF16, native bf16 (avx512_bf16) -> bf16"),
-    (XEON_AMX, "AVX512", "", True, "cpu: AMX, native bf16 (amx_bf16, avx512_bf16) -> bf16"),
+    (EPYC_BF16, "AVX512", "", True, "cpu: AVX512-BF16, native bf16 (avx512_bf16) -> bf16 generation, bf16-mixed training"),
+    (XEON_AMX, "AVX512", "", True, "cpu: AMX, native bf16 (amx_bf16, avx512_bf16) -> bf16 generation, bf16-mixed training"),
     # the AVX2 approximation on an AMX machine (issue 28): either restriction makes bf16 emulated
     (XEON_AMX, "AVX512", "AVX2", False, "cpu: AMX, but ONEDNN_MAX_CPU_ISA=AVX2 disables it -> fp32"),
     (XEON_AMX, "AVX2", "", False, "cpu: AMX, but PyTorch runs AVX2 kernels (ATEN_CPU_CAPABILITY) -> fp32"),
-    (XEON_AMX, "AVX512", "avx512_core_amx", True, "cpu: AMX, native bf16 (amx_bf16, avx512_bf16) -> bf16"),
+    (XEON_AMX, "AVX512", "avx512_core_amx", True, "cpu: AMX, native bf16 (amx_bf16, avx512_bf16) -> bf16 generation, bf16-mixed training"),
     (frozenset(), "DEFAULT", "", False, "cpu: flags unknown, no native bf16 -> fp32"),
 ])
 def test_cpu_choice_follows_the_flags_and_the_kernels_this_process_may_use(flags, aten, onednn, bf16, says):

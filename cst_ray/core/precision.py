@@ -80,7 +80,7 @@ def choose_precision(hw: Hardware) -> Choice:
     if hw.aten_capability.upper() in _SLOW_ATEN:
         return Choice(False, f"cpu: {isa}, but PyTorch runs {hw.aten_capability} kernels "
                              f"(ATEN_CPU_CAPABILITY) -> fp32")
-    return Choice(True, f"cpu: {isa}, native bf16 ({', '.join(native)}) -> bf16")
+    return Choice(True, f"cpu: {isa}, native bf16 ({', '.join(native)}) -> bf16 generation, bf16-mixed training")
 
 
 def _isa_label(flags: frozenset) -> str:
