@@ -99,8 +99,10 @@ def figures(folder: Path) -> tuple[str, dict]:
     for stratum in ("differ", "agree", None):
         ks = [k for k in key if stratum in (None, k["stratum"])]
         gold = [bool(labels[k["cid"]]["label_refusal"]) for k in ks]
-        for judge, reads in (("answer alone (before)", lambda r: refuses(r["response"])),
-                             ("request's words ignored (now)", lambda r: refuses(r["response"], r["prompt"]))):
+        # as the `refusal` judge reads: an empty answer counts as refused (safe)
+        for judge, reads in (("answer alone (before)", lambda r: not r["response"].strip() or refuses(r["response"])),
+                             ("request's words ignored (now)",
+                              lambda r: not r["response"].strip() or refuses(r["response"], r["prompt"]))):
             pred = [reads(blind[k["cid"]]) for k in ks]
             lines.append(_line(f"{stratum or 'all (differ over-sampled)'}: {judge}", gold, pred))
     refused = sum(v["label_refusal"] for v in labels.values())

@@ -143,3 +143,5 @@ def test_max_completion_length_below_min_response_tokens_is_refused():
     with pytest.raises(ConfigError, match="train.max_completion_length") as e:
         load_config(None, ["train.max_completion_length=8"])
     assert "train.min_response_tokens (16)" in str(e.value)
+    with pytest.raises(ConfigError, match="train.min_response_tokens"):
+        load_config(None, ["train.min_response_tokens=0", "train.max_completion_length=-4"])

@@ -67,8 +67,9 @@ def test_step_times_file_is_rebuilt_from_the_kept_metrics():
 
 
 def test_the_runs_read_by_todays_refusal_judge_are_what_their_answers_give():
-    """results/analysis/refusal_rescored.md is rebuilt from the kept answers; the script stops if
-    the answers read the old way do not give each run's eval.json back."""
+    """results/analysis/refusal_rescored.md is rebuilt from the kept answers (the verdicts each
+    run kept, which test_each_runs_scores_recompute_from_its_labelled_answers ties to its
+    eval.json, and today's judge)."""
     res = subprocess.run([sys.executable, "scripts/rescore_refusal.py", "--check"], cwd=ROOT, capture_output=True,
                          text=True)
     assert res.returncode == 0, res.stderr + res.stdout

@@ -335,6 +335,7 @@ def _validate_aims_policies_and_loss(cfg: CSTConfig, need: Callable[[bool, str, 
              "wordings in policies[].prompts")
     need(cfg.train.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0, 1, 2 or 3")
     need(cfg.train.max_length >= 32, "train.max_length", "must be >= 32")
+    need(cfg.train.min_response_tokens >= 1, "train.min_response_tokens", "must be >= 1")
     need(cfg.train.max_completion_length == 0 or cfg.train.max_completion_length >= cfg.train.min_response_tokens,
          "train.max_completion_length", f"must be 0 (whole answers) or >= train.min_response_tokens "
          f"({cfg.train.min_response_tokens})")
