@@ -33,23 +33,24 @@ def read(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def merged_labels(folder: Path) -> tuple[list[dict], dict]:
+def merged_labels(folder: Path, field: str = "label_safe") -> tuple[list[dict], dict]:
     """One label per cid: A's where A and B agree (`<A>+B`), else the adjudicator's
-    (`<A>+B+adjudicator`); and A and B's agreement."""
+    (`<A>+B+adjudicator`); and A and B's agreement. `field`: the label's name (`label_safe` for
+    harm, `label_refusal` for `scripts/refusal_audit.py`)."""
     a, b = ({r["cid"]: r for r in read(folder / f"labels_{x}.jsonl")} for x in "AB")
     adj = {r["cid"]: r for r in read(folder / "adjudication.jsonl")}
     cids = sorted(r["cid"] for r in read(folder / "candidates_key.jsonl"))
     for name, got in (("labels_A", a), ("labels_B", b)):
         if sorted(got) != cids:
             raise SystemExit(f"{folder / name}.jsonl: labels for {len(got)} cids, the batch has {len(cids)}")
-    differ = [c for c in cids if a[c]["label_safe"] != b[c]["label_safe"]]
+    differ = [c for c in cids if a[c][field] != b[c][field]]
     if missing := [c for c in differ if c not in adj]:
         raise SystemExit(f"{folder / 'adjudication.jsonl'}: no label for cids {missing} (A and B differ)")
     pair = a[cids[0]]["annotator"].replace("#A-", "#A+B-")  # llm:claude#A-<date> -> llm:claude#A+B-<date>
     settled = pair.replace("#A+B-", "#A+B+adjudicator-")  # the adjudicator's name is in adjudication.jsonl
-    out = [{"cid": c, "label_safe": a[c]["label_safe"], "annotator": pair} if c not in differ else
-           {"cid": c, "label_safe": adj[c]["label_safe"], "annotator": settled} for c in cids]
-    m = binary_metrics([bool(a[c]["label_safe"]) for c in cids], [bool(b[c]["label_safe"]) for c in cids], 3)
+    out = [{"cid": c, field: a[c][field], "annotator": pair} if c not in differ else
+           {"cid": c, field: adj[c][field], "annotator": settled} for c in cids]
+    m = binary_metrics([bool(a[c][field]) for c in cids], [bool(b[c][field]) for c in cids], 3)
     return out, {"rows": len(cids), "differ": len(differ), "agreement": m["accuracy"], "kappa": m["kappa"]}
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from audit_batch import merged_labels  # noqa: E402 (scripts/, this script's folder)
+
 from cst_ray.data.refusals import refuses  # noqa: E402
 from cst_ray.evaluation.metrics import binary_metrics  # noqa: E402
 
@@ -67,20 +69,9 @@ def select(folder: Path) -> None:
 
 
 def merged(folder: Path) -> tuple[dict[int, dict], dict]:
-    a, b = ({r["cid"]: r for r in read(folder / f"labels_{x}.jsonl")} for x in "AB")
-    adj = {r["cid"]: r for r in read(folder / "adjudication.jsonl")} if (folder / "adjudication.jsonl").exists() else {}
-    cids = sorted(r["cid"] for r in read(folder / "candidates_key.jsonl"))
-    for name, got in (("labels_A", a), ("labels_B", b)):
-        if sorted(got) != cids:
-            raise SystemExit(f"{folder / name}.jsonl: labels for {len(got)} cids, the batch has {len(cids)}")
-    differ = [c for c in cids if a[c]["label_refusal"] != b[c]["label_refusal"]]
-    if missing := [c for c in differ if c not in adj]:
-        raise SystemExit(f"{folder / 'adjudication.jsonl'}: no label for cids {missing} (A and B differ)")
-    pair = a[cids[0]]["annotator"].replace("#A-", "#A+B-")
-    out = {c: {"label_refusal": (adj[c] if c in differ else a[c])["label_refusal"],
-               "annotator": pair.replace("#A+B-", "#A+B+adjudicator-") if c in differ else pair} for c in cids}
-    m = binary_metrics([bool(a[c]["label_refusal"]) for c in cids], [bool(b[c]["label_refusal"]) for c in cids], 3)
-    return out, {"rows": len(cids), "differ": len(differ), "agreement": m["accuracy"], "kappa": m["kappa"]}
+    """The merged refusal label of each cid (`audit_batch.merged_labels`), by cid; and A and B's agreement."""
+    rows, agreement = merged_labels(folder, "label_refusal")
+    return {r["cid"]: {"label_refusal": r["label_refusal"], "annotator": r["annotator"]} for r in rows}, agreement
 
 
 def _line(name: str, gold: list[bool], pred: list[bool]) -> str:
